@@ -1,0 +1,1 @@
+"""Pipeline: turns a workflow spec into a Dask graph of coarse per-partition tasks and runs it."""

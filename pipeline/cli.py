@@ -1,0 +1,94 @@
+"""``refinery`` command line: validate and run workflow specs.
+
+Exit codes: 0 success, 1 the job failed, 2 the spec or the command line is wrong (nothing was run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from schemas.manifest import Manifest
+from schemas.spec import SpecError, WorkflowSpec, load_spec
+from storage.fs import StorageError
+from storage.readers import UnknownFormatError
+
+console = Console(stderr=True)
+
+
+def _spec_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="workflow YAML file")
+    parser.add_argument("--input", help="override input.url (path, glob, directory or fsspec URL)")
+    parser.add_argument("--output", help="override output.url")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any spec field by its dotted path, e.g. stages.1.seq_len=2048 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refinery", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate = commands.add_parser("validate", help="check a workflow spec without running it")
+    _spec_args(validate)
+    run = commands.add_parser("run", help="run a workflow spec on Dask")
+    _spec_args(run)
+    run.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786")
+    run.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> WorkflowSpec:
+    return load_spec(args.spec, args.overrides, args.input, args.output)
+
+
+def print_funnel(manifest: Manifest, output: str) -> None:
+    funnel = manifest.funnel
+    table = Table(title=f"funnel of {manifest.name}", show_header=True)
+    table.add_column("outcome")
+    table.add_column("records", justify="right")
+    table.add_row("input", f"{funnel.input:,}")
+    table.add_row("kept", f"{funnel.kept:,}")
+    for reason, count in funnel.dropped.items():
+        table.add_row(f"dropped: {reason}", f"{count:,}")
+    for reason, count in funnel.quarantined.items():
+        table.add_row(f"quarantined: {reason}", f"{count:,}")
+    out = Console()
+    out.print(table)
+    out.print(
+        f"tokens {funnel.tokens:,} in {funnel.sequences:,} sequences ({funnel.padding:,} padding) "
+        f"across {len(manifest.shards)} shard(s)\noutput: {output}  (shards in {output.rstrip('/')}/shards)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = _load(args)
+    except SpecError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        return 2
+    if args.command == "validate":
+        console.print(f"{args.spec}: valid ({len(spec.stages)} stages: {', '.join(s.stage for s in spec.stages)})")
+        return 0
+    from pipeline.runner import JobConflictError, run_workflow
+
+    try:
+        result = run_workflow(spec, args.scheduler, args.workers, show_progress=not args.no_progress)
+    except (StorageError, UnknownFormatError, JobConflictError) as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        return 2
+    print_funnel(result.manifest, result.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

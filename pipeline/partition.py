@@ -1,0 +1,128 @@
+"""The three kinds of task a partition goes through: read, one task per stage, write.
+
+Each is a plain function of picklable values, so Dask can run it on any worker and rerun it after a worker
+dies; every file a task writes is committed atomically, so a rerun overwrites with identical bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.document import DROP_REASON, N_TOKENS, TOKEN_IDS
+from schemas.manifest import PartitionReport
+from schemas.spec import InputSpec, OutputSpec
+from schemas.stages import PackConfig, StageBase
+from stages import stage_function
+from storage.fs import join, write_bytes_atomic
+from storage.readers import concat_batches, read_file
+from storage.shards import write_shard
+
+#: Columns of a document batch that are too big for ``OUT/docs/``; every other column is a tag and is kept.
+HEAVY_COLUMNS = {"text", TOKEN_IDS, DROP_REASON}
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    index: int
+    sources: tuple[str, ...]
+    format: str
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.index:05d}"
+
+
+@dataclass
+class PartitionState:
+    """A partition between tasks: the documents still kept, the records of dropped ones, and counters."""
+
+    plan: PartitionPlan
+    documents: pa.Table
+    quarantine: pa.Table
+    n_input: int
+    records: list[pa.Table] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+    sequences: pa.Table | None = None
+
+
+def doc_records(table: pa.Table, status: pa.Array | str, stage: str | None) -> pa.Table:
+    """Rows for ``OUT/docs/``: provenance, size, fate, and every tag column a stage added."""
+    n = table.num_rows
+    columns = {
+        "id": table.column("id"),
+        "source": table.column("source"),
+        "line": table.column("line"),
+        "n_chars": pc.utf8_length(table.column("text")).cast(pa.int64()),
+        "n_tokens": table.column(N_TOKENS) if N_TOKENS in table.column_names else pa.nulls(n, pa.int64()),
+        "status": pa.array([status] * n, pa.string()) if isinstance(status, str) else status,
+        "stage": pa.array([stage] * n, pa.string()),
+    }
+    for name in table.column_names:
+        if name not in HEAVY_COLUMNS and name not in columns:
+            columns[name] = table.column(name)
+    return pa.table(columns)
+
+
+def read_partition(plan: PartitionPlan, config: InputSpec) -> PartitionState:
+    batch = concat_batches(read_file(source, plan.format, config) for source in plan.sources)
+    return PartitionState(plan, batch.documents, batch.quarantine, batch.n_input)
+
+
+def run_stage(state: PartitionState, config: StageBase) -> PartitionState:
+    name = config.stage  # type: ignore[attr-defined]
+    result = stage_function(name)(state.documents, config)
+    if isinstance(config, PackConfig):
+        return replace(state, sequences=result)
+    if DROP_REASON not in result.column_names:
+        return replace(state, documents=result)
+    reasons = result.column(DROP_REASON)
+    dropped = pc.is_valid(reasons)
+    gone = result.filter(dropped)
+    counts = Counter(state.dropped)
+    counts.update(gone.column(DROP_REASON).to_pylist())
+    records = [*state.records, doc_records(gone, gone.column(DROP_REASON), name)]
+    kept = result.filter(pc.invert(dropped)).drop_columns([DROP_REASON])
+    return replace(state, documents=kept, records=records, dropped=counts)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def write_partition(state: PartitionState, output: OutputSpec) -> PartitionReport:
+    """Commit shards, docs and quarantine of one partition, then its completion marker (last)."""
+    plan, out = state.plan, output.url
+    shards = []
+    if state.sequences is not None:
+        seqs = state.sequences
+        for k, start in enumerate(range(0, max(seqs.num_rows, 1), output.shard_sequences)):
+            if seqs.num_rows == 0:
+                break
+            chunk = seqs.slice(start, output.shard_sequences)
+            name = f"{plan.name}-{k:04d}"
+            shards.append(write_shard(join(out, "shards"), name, plan.index, chunk, output.shard_formats))
+    records = pa.concat_tables([*state.records, doc_records(state.documents, "kept", None)], promote_options="default")
+    write_bytes_atomic(join(out, "docs", f"{plan.name}.parquet"), _parquet_bytes(records))
+    write_bytes_atomic(join(out, "quarantine", f"{plan.name}.parquet"), _parquet_bytes(state.quarantine))
+    tokens = state.documents.column(N_TOKENS) if N_TOKENS in state.documents.column_names else None
+    report = PartitionReport(
+        partition=plan.index,
+        sources=list(plan.sources),
+        input=state.n_input,
+        kept=state.documents.num_rows,
+        dropped=dict(sorted(state.dropped.items())),
+        quarantined=dict(sorted(Counter(state.quarantine.column("reason").to_pylist()).items())),
+        tokens=int(pc.sum(tokens).as_py() or 0) if tokens is not None else 0,
+        shards=shards,
+    )
+    marker = json.dumps(report.model_dump(mode="json"), indent=1, sort_keys=True).encode()
+    write_bytes_atomic(join(out, "_markers", f"{plan.name}.json"), marker)
+    return report

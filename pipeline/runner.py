@@ -1,0 +1,169 @@
+"""Run a workflow spec on Dask: plan partitions, submit one task per partition and step, commit the job.
+
+A ``LocalCluster`` of processes (one per core) is the default; ``scheduler`` points the same graph at a running
+cluster. Finished partitions leave a completion marker, so rerunning an interrupted job skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from distributed import Client, LocalCluster, as_completed
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pipeline.partition import PartitionPlan, read_partition, run_stage, write_partition
+from schemas.manifest import Funnel, Manifest, PartitionReport
+from schemas.spec import WorkflowSpec
+from storage.fs import exists, expand_inputs, join, read_bytes, remove_temporaries, write_bytes_atomic
+from storage.manifest import write_manifest
+from storage.readers import detect_format
+
+
+class JobConflictError(RuntimeError):
+    """The output directory holds a different job; refusing to mix their files."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    output: str
+    manifest: Manifest
+    skipped_partitions: int
+
+
+def plan_partitions(spec: WorkflowSpec) -> list[PartitionPlan]:
+    """One partition per JSONL/Parquet/CSV file; text files grouped ``text_files_per_partition`` at a time."""
+    plans: list[PartitionPlan] = []
+    text_group: list[str] = []
+    for source in expand_inputs(spec.input.url):
+        fmt = detect_format(source, spec.input.format)
+        if fmt == "text":
+            text_group.append(source)
+            if len(text_group) == spec.input.text_files_per_partition:
+                plans.append(PartitionPlan(len(plans), tuple(text_group), "text"))
+                text_group = []
+        else:
+            plans.append(PartitionPlan(len(plans), (source,), fmt))
+    if text_group:
+        plans.append(PartitionPlan(len(plans), tuple(text_group), "text"))
+    return plans
+
+
+@contextmanager
+def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
+    if scheduler:
+        with Client(scheduler, timeout="30s") as client:
+            yield client
+        return
+    n = workers or os.cpu_count() or 1
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _claim_output(spec: WorkflowSpec, n_partitions: int) -> None:
+    job_url = join(spec.output.url, "_job.json")
+    record = {"name": spec.name, "fingerprint": spec.fingerprint(), "partitions": n_partitions}
+    if exists(job_url):
+        previous = json.loads(read_bytes(job_url))
+        if previous.get("fingerprint") != record["fingerprint"] or previous.get("partitions") != n_partitions:
+            raise JobConflictError(
+                f"{spec.output.url} holds another job ({previous.get('name')}, fingerprint "
+                f"{previous.get('fingerprint')}); a resumed job must have the same spec and input. "
+                "Choose a new output location."
+            )
+        remove_temporaries(spec.output.url)
+        return
+    write_bytes_atomic(job_url, json.dumps(record, indent=1).encode())
+
+
+def _finished(spec: WorkflowSpec, plan: PartitionPlan) -> PartitionReport | None:
+    marker = join(spec.output.url, "_markers", f"{plan.name}.json")
+    if not exists(marker):
+        return None
+    return PartitionReport.model_validate_json(read_bytes(marker))
+
+
+def run_workflow(
+    spec: WorkflowSpec, scheduler: str | None = None, workers: int | None = None, show_progress: bool = True
+) -> JobResult:
+    plans = plan_partitions(spec)
+    _claim_output(spec, len(plans))
+    reports: dict[int, PartitionReport] = {}
+    pending: list[PartitionPlan] = []
+    for plan in plans:
+        done = _finished(spec, plan)
+        if done is None:
+            pending.append(plan)
+        else:
+            reports[plan.index] = done
+    skipped = len(reports)
+    if pending:
+        with dask_client(scheduler, workers) as client:
+            reports.update(_run_partitions(client, spec, pending, show_progress))
+    ordered = [reports[p.index] for p in plans]
+    manifest = commit_job(spec, ordered)
+    return JobResult(spec.output.url, manifest, skipped)
+
+
+def _run_partitions(
+    client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], show_progress: bool
+) -> dict[int, PartitionReport]:
+    fingerprint = spec.fingerprint()
+    steps = ["read", *(s.stage for s in spec.stages), "write"]
+    futures = []
+    for plan in plans:
+        state = client.submit(read_partition, plan, spec.input, key=f"read-{fingerprint}-{plan.index}")
+        futures.append(state)
+        for stage in spec.stages:
+            state = client.submit(run_stage, state, stage, key=f"{stage.stage}-{fingerprint}-{plan.index}")
+            futures.append(state)
+        futures.append(client.submit(write_partition, state, spec.output, key=f"write-{fingerprint}-{plan.index}"))
+    del state
+    reports: dict[int, PartitionReport] = {}
+    columns = [TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, disable=not show_progress, transient=False) as progress:
+        bars = {step: progress.add_task(step, total=len(plans)) for step in steps}
+        completed = as_completed(futures)
+        del futures  # let workers free a partition's intermediate tables as soon as its next step has run
+        for future in completed:
+            step = str(future.key).split("-", 1)[0]
+            if future.status == "error":
+                raise RuntimeError(f"task {future.key} failed") from future.exception()
+            if step == "write":
+                report = future.result()
+                reports[report.partition] = report
+            progress.advance(bars[step])
+            future.release()
+    return reports
+
+
+def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
+    """Write funnel, manifest (JSON and Parquet) and ``_SUCCESS``, in that order."""
+    funnel = Funnel.from_reports(reports)
+    if not funnel.balanced:
+        raise AssertionError(f"funnel does not balance: {funnel}")
+    pack = spec.pack
+    manifest = Manifest(
+        name=spec.name,
+        fingerprint=spec.fingerprint(),
+        seq_len=pack.seq_len if pack else None,
+        pack_mode=pack.mode if pack else None,
+        shard_formats=list(spec.output.shard_formats),
+        shards=[s for r in reports for s in r.shards],
+        funnel=funnel,
+    )
+    write_manifest(spec.output.url, manifest)
+    return manifest

@@ -1,0 +1,81 @@
+"""Records a job writes beside its shards: per-partition reports, the funnel and the shard manifest."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+
+class ShardEntry(BaseModel):
+    """One committed shard; ``files`` maps a file name (relative to ``OUT/shards/``) to its sha256."""
+
+    shard: str
+    partition: int
+    sequences: int
+    tokens: int
+    padding: int
+    documents: int
+    files: dict[str, str]
+
+
+class PartitionReport(BaseModel):
+    """What one partition did; written as its completion marker, so a resumed job can skip it."""
+
+    partition: int
+    sources: list[str]
+    input: int
+    kept: int
+    dropped: dict[str, int] = Field(default_factory=dict)
+    quarantined: dict[str, int] = Field(default_factory=dict)
+    tokens: int = 0
+    shards: list[ShardEntry] = Field(default_factory=list)
+
+
+class Funnel(BaseModel):
+    """Where every input record went. ``input == kept + sum(dropped) + sum(quarantined)`` always holds."""
+
+    input: int
+    kept: int
+    dropped: dict[str, int]
+    quarantined: dict[str, int]
+    tokens: int
+    sequences: int
+    padding: int
+    partitions: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.input == self.kept + sum(self.dropped.values()) + sum(self.quarantined.values())
+
+    @classmethod
+    def from_reports(cls, reports: list[PartitionReport]) -> Funnel:
+        dropped: Counter[str] = Counter()
+        quarantined: Counter[str] = Counter()
+        for report in reports:
+            dropped.update(report.dropped)
+            quarantined.update(report.quarantined)
+        shards = [s for r in reports for s in r.shards]
+        return cls(
+            input=sum(r.input for r in reports),
+            kept=sum(r.kept for r in reports),
+            dropped=dict(sorted(dropped.items())),
+            quarantined=dict(sorted(quarantined.items())),
+            tokens=sum(r.tokens for r in reports),
+            sequences=sum(s.sequences for s in shards),
+            padding=sum(s.padding for s in shards),
+            partitions=len(reports),
+        )
+
+
+class Manifest(BaseModel):
+    """``OUT/manifest.json``: what a trainer needs to find and check every shard."""
+
+    name: str
+    fingerprint: str
+    seq_len: int | None
+    pack_mode: str | None
+    token_dtype: str = "int32"
+    shard_formats: list[str]
+    shards: list[ShardEntry]
+    funnel: Funnel

@@ -1,0 +1,182 @@
+"""The workflow spec: what a YAML file under ``workflows/`` (or an API body) describes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.stages import PackConfig, StageConfig, TokenizeConfig
+
+InputFormat = Literal["auto", "jsonl", "parquet", "csv", "text"]
+ShardFormat = Literal["megatron", "parquet"]
+
+
+class SpecError(ValueError):
+    """A workflow spec is invalid. ``problems`` holds one ``location: reason`` line per fault."""
+
+    def __init__(self, problems: list[str], source: str = "spec") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source} is invalid:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: list[str] = Field(description="Paths, globs, directories or fsspec URLs (s3://…).")
+    format: InputFormat = Field("auto", description="auto picks by file extension.")
+    text_field: str = "text"
+    id_field: str = Field("id", description="Ids are generated from source and line when this field is absent.")
+    max_doc_bytes: int = Field(
+        64 * 2**20, gt=0, description="Larger documents are quarantined as 'too_large' instead of processed."
+    )
+    text_files_per_partition: int = Field(256, gt=0, description="Directories of .txt files: files per task.")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one path or URL")
+        return value
+
+
+class OutputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="Output directory (local path or fsspec URL).")
+    shard_formats: list[ShardFormat] = Field(default_factory=lambda: ["megatron", "parquet"], min_length=1)
+    shard_sequences: int = Field(16384, gt=0, description="Maximum packed sequences per shard file.")
+
+
+class WorkflowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "workflow"
+    seed: int = Field(0, ge=0, description="Seeds every random choice; same input + seed = same bytes.")
+    input: InputSpec
+    output: OutputSpec
+    stages: list[StageConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _stage_order(self) -> WorkflowSpec:
+        names = [s.stage for s in self.stages]
+        for i, stage in enumerate(self.stages):
+            if isinstance(stage, PackConfig):
+                if i != len(self.stages) - 1:
+                    raise ValueError(f"stages[{i}]: 'pack' must be the last stage")
+                if "tokenize" not in names[:i]:
+                    raise ValueError(f"stages[{i}]: 'pack' needs a 'tokenize' stage before it")
+        if names.count("tokenize") > 1:
+            raise ValueError("stages: 'tokenize' may appear only once")
+        return self
+
+    @property
+    def tokenize(self) -> TokenizeConfig | None:
+        return next((s for s in self.stages if isinstance(s, TokenizeConfig)), None)
+
+    @property
+    def pack(self) -> PackConfig | None:
+        return next((s for s in self.stages if isinstance(s, PackConfig)), None)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that decides the output bytes; a resumed job must match it."""
+        payload = self.model_dump(mode="json", exclude={"name": True, "output": {"url"}})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "too_short": "must have at least {min_length} item(s)",
+}
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        elif i > 0 and isinstance(loc[i - 1], int) and loc[i - 2 : i - 1] == ("stages",):
+            continue  # the discriminator tag pydantic inserts after a stage index
+        else:
+            parts.append(str(item))
+    return ".".join(parts) or "spec"
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    problems = []
+    for err in error.errors():
+        template = _MESSAGES.get(err["type"])
+        message = template.format(**err.get("ctx", {})) if template else err["msg"]
+        if err["type"] == "union_tag_invalid":
+            message = f"unknown stage {err['ctx']['tag']}; known stages: {err['ctx']['expected_tags']}"
+        message = message.removeprefix("Value error, ")
+        if message.startswith("stages"):
+            problems.append(message)
+        else:
+            problems.append(f"{_location(tuple(err['loc']))}: {message}")
+    return problems
+
+
+def set_dotted(data: dict[str, Any], dotted: str) -> None:
+    """Apply one ``--set a.b.0.c=value`` override; the value is parsed as YAML (``4096`` is an int)."""
+    if "=" not in dotted:
+        raise SpecError([f"--set {dotted!r}: expected KEY=VALUE"])
+    key, raw = dotted.split("=", 1)
+    node: Any = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SpecError([f"--set {key}: {'.'.join(parts[:depth])} has no item {part}"])
+            index: Any = int(part)
+        else:
+            index = part
+            if not last:
+                node.setdefault(part, {})
+        if last:
+            node[index] = yaml.safe_load(raw)
+        else:
+            node = node[index]
+
+
+def parse_spec(data: dict[str, Any], source: str = "spec") -> WorkflowSpec:
+    try:
+        return WorkflowSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(format_validation_error(error), source) from None
+
+
+def load_spec(
+    path: str | Path,
+    overrides: list[str] = (),  # type: ignore[assignment]
+    input_url: str | None = None,
+    output_url: str | None = None,
+) -> WorkflowSpec:
+    """Read a YAML spec, apply CLI overrides, validate. Raises :class:`SpecError` naming every bad field."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise SpecError([str(error)], str(path)) from None
+    if not isinstance(data, dict):
+        raise SpecError(["the file must hold a mapping"], str(path))
+    if input_url:
+        data.setdefault("input", {})["url"] = input_url
+    if output_url:
+        data.setdefault("output", {})["url"] = output_url
+    for item in overrides:
+        set_dotted(data, item)
+    return parse_spec(data, str(path))

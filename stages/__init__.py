@@ -1,0 +1,30 @@
+"""Stage registry: the ``stage:`` name in a workflow spec → the function that runs it.
+
+A per-batch stage is a pure function ``(pa.Table, config) -> pa.Table``: no I/O, no Dask. It may add
+columns, and it drops a row by setting ``drop_reason`` (null keeps it). ``pack`` is terminal: it turns
+documents into packed sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from stages.pack import pack
+from stages.tokenize import tokenize
+
+StageFunction = Callable[[pa.Table, Any], pa.Table]
+
+REGISTRY: dict[str, StageFunction] = {
+    "tokenize": tokenize,
+    "pack": pack,
+}
+
+
+def stage_function(name: str) -> StageFunction:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(sorted(REGISTRY))}") from None

@@ -1,0 +1,148 @@
+"""Pack tokenized documents into fixed-length sequences that record their document boundaries.
+
+Both modes cut documents into *pieces* (a run of one document's tokens inside one sequence) and then lay the
+pieces out with one vectorised gather; only best-fit's bin choice loops in Python, once per document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from sortedcontainers import SortedList
+
+from schemas.document import SEQUENCE_SCHEMA, TOKEN_IDS
+from schemas.stages import PackConfig
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Where each piece comes from (``src`` into the flat token stream) and goes (``seq``, ``offset``)."""
+
+    src: np.ndarray
+    length: np.ndarray
+    doc: np.ndarray
+    seq: np.ndarray
+    offset: np.ndarray
+    n_seq: int
+
+
+def document_stream(table: pa.Table, config: PackConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Flat tokens of every document with BOS/EOS added, and the start offset of each document (+ end)."""
+    column = table.column(TOKEN_IDS).combine_chunks()
+    flat = column.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    lengths = np.diff(offsets)
+    extra = int(config.add_bos) + int(config.add_eos)
+    new_offsets = offsets + extra * np.arange(len(offsets), dtype=np.int64)
+    stream = np.empty(int(new_offsets[-1]), np.int32)
+    body_starts = new_offsets[:-1] + int(config.add_bos)
+    _scatter(stream, body_starts, offsets[:-1], lengths, flat)
+    if config.add_bos:
+        stream[new_offsets[:-1]] = config.bos_id
+    if config.add_eos:
+        stream[new_offsets[1:] - 1] = config.eos_id
+    return stream, new_offsets
+
+
+def _ragged_arange(lengths: np.ndarray) -> np.ndarray:
+    """[0..l0), [0..l1), … concatenated."""
+    total = int(lengths.sum())
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.arange(total, dtype=np.int64) - starts
+
+
+def _scatter(dest: np.ndarray, dest_starts: np.ndarray, src_starts: np.ndarray, lengths: np.ndarray, src) -> None:
+    within = _ragged_arange(lengths)
+    dest[np.repeat(dest_starts, lengths) + within] = src[np.repeat(src_starts, lengths) + within]
+
+
+def pieces_concat(doc_offsets: np.ndarray, seq_len: int) -> Pieces:
+    """One stream cut every ``seq_len`` tokens: a piece ends at a document end or a sequence end."""
+    total = int(doc_offsets[-1])
+    cuts = np.union1d(doc_offsets, np.arange(0, total, seq_len, dtype=np.int64))
+    starts, ends = cuts[:-1], cuts[1:]
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    doc = np.searchsorted(doc_offsets, starts, side="right") - 1
+    return Pieces(starts, ends - starts, doc, starts // seq_len, starts % seq_len, -(-total // seq_len))
+
+
+def pieces_best_fit(doc_offsets: np.ndarray, seq_len: int) -> Pieces:
+    """Best-fit decreasing (Ding et al. 2024): full ``seq_len`` chunks of long documents fill their own
+    sequences; each remainder goes to the fullest open sequence it fits in, largest remainders first."""
+    lengths = np.diff(doc_offsets)
+    n_full = lengths // seq_len
+    rest = lengths - n_full * seq_len
+    full_doc = np.repeat(np.arange(len(lengths)), n_full)
+    full_src = doc_offsets[full_doc] + _ragged_arange(n_full) * seq_len
+    n_fixed = len(full_doc)
+
+    order = np.argsort(-rest, kind="stable")
+    order = order[rest[order] > 0]
+    free = SortedList()  # (remaining capacity, bin number)
+    bin_of = np.empty(len(order), np.int64)
+    fill_of = np.empty(len(order), np.int64)
+    used: list[int] = []
+    for i, doc in enumerate(order.tolist()):
+        need = int(rest[doc])
+        at = free.bisect_left((need, -1))
+        if at == len(free):
+            number = len(used)
+            used.append(0)
+        else:
+            _, number = free.pop(at)
+        fill_of[i] = used[number]
+        used[number] += need
+        bin_of[i] = number
+        if used[number] < seq_len:
+            free.add((seq_len - used[number], number))
+    rest_src = doc_offsets[order] + n_full[order] * seq_len
+    return Pieces(
+        src=np.concatenate([full_src, rest_src]).astype(np.int64),
+        length=np.concatenate([np.full(n_fixed, seq_len), rest[order]]).astype(np.int64),
+        doc=np.concatenate([full_doc, order]).astype(np.int64),
+        seq=np.concatenate([np.arange(n_fixed), n_fixed + bin_of]).astype(np.int64),
+        offset=np.concatenate([np.zeros(n_fixed, np.int64), fill_of]),
+        n_seq=n_fixed + len(used),
+    )
+
+
+def pack(table: pa.Table, config: PackConfig) -> pa.Table:
+    """Packed sequences (SEQUENCE_SCHEMA) from a tokenized document batch, in a deterministic order."""
+    if table.num_rows == 0:
+        return SEQUENCE_SCHEMA.empty_table()
+    stream, doc_offsets = document_stream(table, config)
+    finder = pieces_concat if config.mode == "concat" else pieces_best_fit
+    pieces = finder(doc_offsets, config.seq_len)
+    return assemble(stream, pieces, table.column("id").combine_chunks(), config)
+
+
+def assemble(stream: np.ndarray, pieces: Pieces, doc_ids: pa.Array, config: PackConfig) -> pa.Table:
+    seq_len = config.seq_len
+    tokens = np.full(pieces.n_seq * seq_len, config.pad_id, np.int32)
+    _scatter(tokens, pieces.seq * seq_len + pieces.offset, pieces.src, pieces.length, stream)
+    # Pieces sorted by (sequence, offset) give each sequence's boundaries in order.
+    order = np.lexsort((pieces.offset, pieces.seq))
+    seq, doc = pieces.seq[order], pieces.doc[order]
+    piece_ends = (pieces.offset + pieces.length)[order]
+    per_seq = np.bincount(seq, minlength=pieces.n_seq)
+    filled = np.bincount(seq, weights=pieces.length[order], minlength=pieces.n_seq).astype(np.int64)
+    piece_offsets = np.concatenate([[0], np.cumsum(per_seq)])
+    # cu_seqlens of a sequence: 0, then the end of each of its pieces (pieces are contiguous from 0).
+    cu_offsets = piece_offsets + np.arange(pieces.n_seq + 1)
+    starts = np.zeros(len(piece_ends) + pieces.n_seq, bool)
+    starts[cu_offsets[:-1]] = True
+    cu_values = np.zeros(len(starts), np.int32)
+    cu_values[~starts] = piece_ends
+    seq_offsets = np.arange(pieces.n_seq + 1, dtype=np.int32) * seq_len
+    return pa.table(
+        {
+            "input_ids": pa.ListArray.from_arrays(pa.array(seq_offsets), pa.array(tokens)),
+            "cu_seqlens": pa.ListArray.from_arrays(pa.array(cu_offsets.astype(np.int32)), pa.array(cu_values)),
+            "doc_ids": pa.ListArray.from_arrays(pa.array(piece_offsets.astype(np.int32)), doc_ids.take(doc)),
+            "n_pad": pa.array((seq_len - filled).astype(np.int32)),
+        },
+        schema=SEQUENCE_SCHEMA,
+    )

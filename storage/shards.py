@@ -1,0 +1,60 @@
+"""Write one packed-sequence shard in each configured format and describe it for the manifest.
+
+Files go to temporary names and are renamed when complete (``write_bytes_atomic``), so a crashed or killed
+task never leaves a half shard under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.manifest import ShardEntry
+from storage.fs import join, write_bytes_atomic
+from storage.megatron import encode_indexed
+
+
+def _list_values(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    array = column.combine_chunks()
+    offsets = array.offsets.to_numpy()
+    values = array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+    return values, np.diff(offsets)
+
+
+def shard_files(table: pa.Table, formats: list[str]) -> dict[str, bytes]:
+    """File suffix → bytes for one shard. Parquet writes are deterministic (no timestamps in metadata)."""
+    files: dict[str, bytes] = {}
+    if "megatron" in formats:
+        tokens, lengths = _list_values(table.column("input_ids"))
+        files[".bin"], files[".idx"] = encode_indexed(tokens.astype(np.int32), lengths)
+        # Document boundaries as a second indexed dataset: sequence i holds cu_seqlens of packed sequence i.
+        cu, cu_lengths = _list_values(table.column("cu_seqlens"))
+        files[".cu_seqlens.bin"], files[".cu_seqlens.idx"] = encode_indexed(cu.astype(np.int32), cu_lengths)
+    if "parquet" in formats:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd", row_group_size=1024)
+        files[".parquet"] = buffer.getvalue()
+    return files
+
+
+def write_shard(shards_url: str, name: str, partition: int, table: pa.Table, formats: list[str]) -> ShardEntry:
+    digests: dict[str, str] = {}
+    for suffix, data in shard_files(table, formats).items():
+        write_bytes_atomic(join(shards_url, name + suffix), data)
+        digests[name + suffix] = hashlib.sha256(data).hexdigest()
+    n_pad = table.column("n_pad").to_numpy()
+    n_tokens = sum(len(chunk.values) for chunk in table.column("input_ids").chunks) if table.num_rows else 0
+    documents = table.column("doc_ids").combine_chunks().values if table.num_rows else pa.array([], pa.string())
+    return ShardEntry(
+        shard=name,
+        partition=partition,
+        sequences=table.num_rows,
+        tokens=int(n_tokens - n_pad.sum()),
+        padding=int(n_pad.sum()),
+        documents=len(documents.unique()),
+        files=digests,
+    )

@@ -1,0 +1,82 @@
+"""Shared fixtures: the repository paths, a spec builder and a corpus writer."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.spec import WorkflowSpec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "workflows" / "samples" / "pretrain"
+WORDS = [
+    "data",
+    "model",
+    "token",
+    "shard",
+    "corpus",
+    "train",
+    "packed",
+    "sequence",
+    "document",
+    "quality",
+    "filter",
+    "river",
+    "mountain",
+    "city",
+    "language",
+    "history",
+    "science",
+    "music",
+    "market",
+    "system",
+    "energy",
+    "water",
+    "light",
+    "number",
+    "theory",
+    "paper",
+    "study",
+]
+
+
+def make_spec(input_url: str | list[str], output_url: str, **overrides: Any) -> WorkflowSpec:
+    data: dict[str, Any] = {
+        "name": "test",
+        "input": {"url": input_url},
+        "output": {"url": output_url, "shard_sequences": 64},
+        "stages": [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 256, "mode": "best_fit"}],
+    }
+    for key, value in overrides.items():
+        data[key] = value
+    return parse_spec(data)
+
+
+def write_jsonl_corpus(directory: Path, files: int, docs_per_file: int, seed: int = 0) -> Path:
+    """Files of English-like documents of varied length (some longer than a 256-token sequence)."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in range(files):
+        lines = []
+        for d in range(docs_per_file):
+            n = rng.choice([5, 20, 60, 150, 400])
+            text = " ".join(rng.choice(WORDS) for _ in range(n))
+            lines.append(json.dumps({"id": f"f{f}-d{d}", "text": text}))
+        payload = ("\n".join(lines) + "\n").encode()
+        (directory / f"part-{f:03d}.jsonl.gz").write_bytes(gzip.compress(payload, mtime=0))
+    return directory
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, for byte-identical comparisons of two outputs."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_jsonl_corpus(tmp_path / "corpus", files=4, docs_per_file=50)

@@ -1,0 +1,90 @@
+"""Spec validation: bad specs fail before any work, naming the field and the reason, with exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+from schemas.spec import SpecError, load_spec, parse_spec
+
+from .conftest import ROOT
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+BASE = {"input": {"url": "in"}, "output": {"url": "out"}}
+
+
+def test_bad_seq_len_names_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stages = [{"stage": "tokenize"}, {"stage": "tokenize"}, {"stage": "pack", "seq_len": 0}]
+    path = _write(tmp_path, {**BASE, "stages": stages})
+    assert main(["validate", str(path)]) == 2
+    assert "stages[2].seq_len: must be > 0" in capsys.readouterr().err
+
+
+def test_unknown_stage_lists_known_ones() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({**BASE, "stages": [{"stage": "tokenise"}]})
+    assert "stages[0]: unknown stage tokenise" in str(info.value)
+    assert "'tokenize'" in str(info.value) and "'pack'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        ([{"stage": "pack"}], "stages[0]: 'pack' needs a 'tokenize' stage before it"),
+        ([{"stage": "tokenize"}, {"stage": "pack"}, {"stage": "tokenize"}], "'pack' must be the last stage"),
+        ([{"stage": "tokenize", "backend": "rust"}], "stages[0].backend"),
+        ([{"stage": "tokenize", "colour": 1}], "stages[0].colour: is not a known field"),
+    ],
+)
+def test_stage_rules(stages: list[dict], message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({**BASE, "stages": stages})
+    assert message in str(info.value)
+
+
+def test_missing_sections_are_named() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({"stages": []})
+    assert "input: is required" in str(info.value)
+    assert "output: is required" in str(info.value)
+
+
+def test_set_overrides_and_url_overrides(tmp_path: Path) -> None:
+    spec = load_spec(
+        ROOT / "workflows" / "pretrain.yaml",
+        ["stages.1.seq_len=2048", "stages.1.mode=concat", "output.shard_formats=[parquet]"],
+        input_url="s3://bucket/raw/*.jsonl",
+        output_url=str(tmp_path),
+    )
+    assert spec.pack is not None and spec.pack.seq_len == 2048 and spec.pack.mode == "concat"
+    assert spec.output.shard_formats == ["parquet"] and spec.output.url == str(tmp_path)
+    assert spec.input.url == ["s3://bucket/raw/*.jsonl"]
+
+
+def test_bad_override_fails_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = str(ROOT / "workflows" / "pretrain.yaml")
+    assert main(["run", spec, "--set", "stages.1.seq_len=-5", "--output", str(tmp_path / "o")]) == 2
+    assert "stages[1].seq_len: must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists(), "a bad spec must fail before any work"
+    assert main(["validate", spec, "--set", "stages.9.seq_len=1"]) == 2
+
+
+@pytest.mark.parametrize("name", ["pretrain.yaml", "tokenize.yaml"])
+def test_shipped_workflows_validate(name: str) -> None:
+    assert main(["validate", str(ROOT / "workflows" / name)]) == 0
+
+
+def test_fingerprint_ignores_output_location() -> None:
+    a = parse_spec({**BASE, "output": {"url": "a"}})
+    b = parse_spec({**BASE, "output": {"url": "b"}})
+    c = parse_spec({**BASE, "output": {"url": "b"}, "seed": 1})
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
