@@ -16,7 +16,7 @@ from schemas.spec import SpecError, WorkflowSpec, load_spec
 from storage.fs import StorageError
 from storage.readers import UnknownFormatError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _spec_args(parser: argparse.ArgumentParser) -> None:

@@ -56,5 +56,5 @@ def write_shard(shards_url: str, name: str, partition: int, table: pa.Table, for
         tokens=int(n_tokens - n_pad.sum()),
         padding=int(n_pad.sum()),
         documents=len(documents.unique()),
-        files=digests,
+        files=dict(sorted(digests.items())),  # sorted, as the JSON completion marker stores them
     )

@@ -1,0 +1,77 @@
+"""The ``refinery`` command as a user runs it, and the installed package."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, SAMPLE, write_jsonl_corpus
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("workflow", ["pretrain.yaml", "tokenize.yaml"])
+def test_workflows_run_on_any_corpus_with_overrides(workflow: str, tmp_path: Path) -> None:
+    corpus = write_jsonl_corpus(tmp_path / "corpus", files=2, docs_per_file=30)
+    out = tmp_path / "out"
+    command = [BIN / "refinery", "run", ROOT / "workflows" / workflow, "--input", corpus, "--output", out,
+               "--workers", "2", "--set", "stages.1.seq_len=512"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "input" in result.stdout and "kept" in result.stdout and str(out) in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seq_len"] == 512 and manifest["funnel"]["kept"] == 60
+    assert (out / "_SUCCESS").exists()
+
+
+def test_demo_corpus_funnel(tmp_path: Path) -> None:
+    """The shipped sample, with its planted bad records, through the main workflow."""
+    out = tmp_path / "demo"
+    command = [BIN / "refinery", "run", ROOT / "workflows" / "pretrain.yaml", "--output", out, "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    funnel = json.loads((out / "stats" / "funnel.json").read_text())
+    assert funnel["quarantined"] == {
+        "blank_line": 1, "empty_text": 1, "invalid_utf8": 1, "malformed_json": 1, "missing_field": 1,
+        "non_string_field": 1,
+    }  # fmt: skip
+    assert funnel["input"] == funnel["kept"] + sum(funnel["quarantined"].values()) + sum(funnel["dropped"].values())
+    assert funnel["kept"] > 200 and funnel["tokens"] > 500_000
+    assert len(list(SAMPLE.iterdir())) == 4
+
+
+def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
+    command = [BIN / "refinery", "run", ROOT / "workflows" / "tokenize.yaml", "--input", tmp_path / "nope.jsonl",
+               "--output", tmp_path / "out"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "nope.jsonl" in result.stderr and "does not exist" in result.stderr
+
+
+def test_other_job_in_output_is_refused(tmp_path: Path) -> None:
+    corpus = write_jsonl_corpus(tmp_path / "corpus", files=1, docs_per_file=5)
+    base = [BIN / "refinery", "run", ROOT / "workflows" / "tokenize.yaml", "--input", corpus, "--output",
+            tmp_path / "out", "--no-progress", "--workers", "1"]  # fmt: skip
+    assert subprocess.run(base, capture_output=True, timeout=120).returncode == 0
+    other = subprocess.run([*base, "--set", "seed=9"], capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2 and "holds another job" in other.stderr
+
+
+def test_wheel_holds_the_packages_and_entry_point(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path, ROOT],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(tmp_path.glob("refinery-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for package in ("pipeline", "stages", "schemas", "api", "storage"):
+        assert f"{package}/__init__.py" in names
+    assert not any(n.startswith(("tests/", "bench/", "workflows/")) for n in names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "refinery = pipeline.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
