@@ -1,13 +1,15 @@
-"""The three kinds of task a partition goes through: read, one task per stage, write.
+"""One partition's path from raw files to committed shards: read, each stage in order, write.
 
-Each is a plain function of picklable values, so Dask can run it on any worker and rerun it after a worker
-dies; every file a task writes is committed atomically, so a rerun overwrites with identical bytes.
+``process_partition`` is the single, coarse Dask task per partition (no intermediate tables cross the
+scheduler). It is a plain function of picklable values, so Dask can rerun it after a worker dies; every file it
+writes is committed atomically, so a rerun overwrites with identical bytes.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
@@ -16,7 +18,7 @@ import pyarrow.parquet as pq
 
 from schemas.document import DROP_REASON, N_TOKENS, TOKEN_IDS
 from schemas.manifest import PartitionReport
-from schemas.spec import InputSpec, OutputSpec
+from schemas.spec import InputSpec, OutputSpec, WorkflowSpec
 from schemas.stages import PackConfig, StageBase
 from stages import stage_function
 from storage.fs import join, write_bytes_atomic
@@ -125,4 +127,21 @@ def write_partition(state: PartitionState, output: OutputSpec) -> PartitionRepor
     )
     marker = json.dumps(report.model_dump(mode="json"), indent=1, sort_keys=True).encode()
     write_bytes_atomic(join(out, "_markers", f"{plan.name}.json"), marker)
+    return report
+
+
+def process_partition(
+    plan: PartitionPlan, spec: WorkflowSpec, on_step: Callable[[str, int], None] | None = None
+) -> PartitionReport:
+    """Read, run every stage, write; ``on_step(step, partition)`` is told after each step (progress)."""
+    state = read_partition(plan, spec.input)
+    if on_step:
+        on_step("read", plan.index)
+    for stage in spec.stages:
+        state = run_stage(state, stage)
+        if on_step:
+            on_step(stage.stage, plan.index)
+    report = write_partition(state, spec.output)
+    if on_step:
+        on_step("write", plan.index)
     return report

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, LocalCluster, as_completed, get_worker
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.partition import PartitionPlan, read_partition, run_stage, write_partition
+from pipeline.partition import PartitionPlan, process_partition
 from schemas.manifest import Funnel, Manifest, PartitionReport
 from schemas.spec import WorkflowSpec
 from storage.fs import exists, expand_inputs, join, read_bytes, remove_temporaries, write_bytes_atomic
@@ -118,35 +118,50 @@ def run_workflow(
     return JobResult(spec.output.url, manifest, skipped)
 
 
+PROGRESS_TOPIC = "refinery-progress"
+
+
+def report_step(step: str, partition: int) -> None:
+    """Runs on a worker: tell the client that ``step`` of ``partition`` is done (Dask's event topics)."""
+    get_worker().log_event(PROGRESS_TOPIC, {"step": step, "partition": partition})
+
+
 def _run_partitions(
     client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], show_progress: bool
 ) -> dict[int, PartitionReport]:
+    """One coarse task per partition; per-stage progress arrives as worker events while tasks run."""
     fingerprint = spec.fingerprint()
     steps = ["read", *(s.stage for s in spec.stages), "write"]
-    futures = []
-    for plan in plans:
-        state = client.submit(read_partition, plan, spec.input, key=f"read-{fingerprint}-{plan.index}")
-        futures.append(state)
-        for stage in spec.stages:
-            state = client.submit(run_stage, state, stage, key=f"{stage.stage}-{fingerprint}-{plan.index}")
-            futures.append(state)
-        futures.append(client.submit(write_partition, state, spec.output, key=f"write-{fingerprint}-{plan.index}"))
-    del state
     reports: dict[int, PartitionReport] = {}
     columns = [TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, disable=not show_progress, transient=False) as progress:
+    with Progress(*columns, disable=not show_progress) as progress:
         bars = {step: progress.add_task(step, total=len(plans)) for step in steps}
-        completed = as_completed(futures)
-        del futures  # let workers free a partition's intermediate tables as soon as its next step has run
-        for future in completed:
-            step = str(future.key).split("-", 1)[0]
-            if future.status == "error":
-                raise RuntimeError(f"task {future.key} failed") from future.exception()
-            if step == "write":
+        seen: set[tuple[str, int]] = set()  # a task rerun after a worker died reports its steps again
+
+        def on_event(event: tuple[float, dict]) -> None:
+            message = event[1]
+            key = (message["step"], message["partition"])
+            if key not in seen and message["step"] in bars:
+                seen.add(key)
+                progress.advance(bars[message["step"]])
+
+        client.subscribe_topic(PROGRESS_TOPIC, on_event)
+        try:
+            futures = [
+                client.submit(process_partition, plan, spec, report_step, key=f"partition-{fingerprint}-{plan.index}")
+                for plan in plans
+            ]
+            for future in as_completed(futures):
+                if future.status == "error":
+                    raise RuntimeError(f"task {future.key} failed") from future.exception()
                 report = future.result()
                 reports[report.partition] = report
-            progress.advance(bars[step])
-            future.release()
+                for step in steps:  # events may trail the result; the bars end complete either way
+                    if (step, report.partition) not in seen:
+                        seen.add((step, report.partition))
+                        progress.advance(bars[step])
+        finally:
+            client.unsubscribe_topic(PROGRESS_TOPIC)
     return reports
 
 

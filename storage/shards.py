@@ -36,7 +36,7 @@ def shard_files(table: pa.Table, formats: list[str]) -> dict[str, bytes]:
         files[".cu_seqlens.bin"], files[".cu_seqlens.idx"] = encode_indexed(cu.astype(np.int32), cu_lengths)
     if "parquet" in formats:
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd", row_group_size=1024)
+        pq.write_table(table, buffer, compression="zstd", use_dictionary=False, row_group_size=1024)
         files[".parquet"] = buffer.getvalue()
     return files
 

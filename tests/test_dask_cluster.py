@@ -9,10 +9,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from distributed import Client
 
 from pipeline.runner import run_workflow
 
@@ -47,8 +48,6 @@ class Cluster:
         self._wait_for(workers)
 
     def _wait_for(self, workers: int) -> None:
-        from distributed import Client
-
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -89,11 +88,21 @@ def corpus_and_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 
 
 def test_remote_cluster_output_is_byte_identical(
-    cluster: Cluster, corpus_and_reference: tuple[Path, Path], tmp_path: Path
+    cluster: Cluster, corpus_and_reference: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus, reference = corpus_and_reference
-    run_workflow(make_spec(str(corpus), str(tmp_path / "remote")), scheduler=cluster.address, show_progress=False)
+    events: list[dict] = []
+    subscribe = Client.subscribe_topic
+
+    def spy(self: Client, topic: str, handler: Callable) -> None:
+        subscribe(self, topic, lambda event: (events.append(event[1]), handler(event)))
+
+    monkeypatch.setattr(Client, "subscribe_topic", spy)
+    run_workflow(make_spec(str(corpus), str(tmp_path / "remote")), scheduler=cluster.address, show_progress=True)
     assert tree_bytes(tmp_path / "remote") == tree_bytes(reference)
+    # Per-stage progress comes from the workers as each step of each partition finishes.
+    steps = {(e["step"], e["partition"]) for e in events}
+    assert len(steps) >= 24 * 4 - 2, "read, tokenize, pack and write events of (nearly) every partition"
 
 
 def test_killing_a_worker_mid_job_changes_nothing(

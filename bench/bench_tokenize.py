@@ -1,0 +1,148 @@
+"""Tokenize + pack throughput: Refinery vs datatrove's DocumentTokenizer vs raw fastokens, in one run.
+
+Same corpus, same tokenizer.json (DeepSeek-V3/R1's), same number of worker processes. Then the same job on a
+corpus 4x larger (distinct text), to check that time scales linearly and worker memory stays flat.
+
+    python bench/bench_tokenize.py [--size-mb 64] [--workers 2]
+
+Throughput is MB of UTF-8 document text per second of wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from distributed import Client, LocalCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import build
+
+from pipeline.runner import run_workflow
+from schemas.spec import parse_spec
+from stages.tokenize import tokenizer_path
+
+HERE = Path(__file__).resolve().parent
+EOS = "<｜end▁of▁sentence｜>"
+
+
+def text_mb(corpus: Path) -> tuple[list[str], float]:
+    texts = [orjson.loads(line)["text"] for f in sorted(corpus.glob("*.jsonl")) for line in f.read_bytes().splitlines()]
+    return texts, sum(len(t.encode()) for t in texts) / 1e6
+
+
+def raw_fastokens(texts: list[str]) -> float:
+    """Seconds for fastokens alone to encode every text once (fresh tokenizer: no warm caches)."""
+    import fastokens
+
+    tokenizer = fastokens.Tokenizer.from_file(tokenizer_path("deepseek-v3"))
+    start = time.perf_counter()
+    for i in range(0, len(texts), 1024):
+        tokenizer.encode_batch_flat(texts[i : i + 1024])
+    return time.perf_counter() - start
+
+
+def datatrove_tokenizer(corpus: Path, out: Path, workers: int) -> float:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.tokens import DocumentTokenizer
+
+    files = len(list(corpus.glob("*.jsonl")))
+    executor = LocalPipelineExecutor(
+        pipeline=[
+            JsonlReader(str(corpus)),
+            DocumentTokenizer(
+                str(out / "tokens"),
+                tokenizer_name_or_path=tokenizer_path("deepseek-v3"),
+                eos_token=EOS,
+                shuffle_documents=False,
+            ),
+        ],
+        tasks=files,
+        workers=workers,
+        logging_dir=str(out / "logs"),
+    )
+    start = time.perf_counter()
+    executor.run()
+    return time.perf_counter() - start
+
+
+def refinery(corpus: Path, out: Path, workers: int) -> dict[str, float]:
+    spec = parse_spec(
+        {
+            "name": "bench",
+            "input": {"url": str(corpus)},
+            "output": {"url": str(out)},
+            "stages": [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 4096, "mode": "best_fit"}],
+        }
+    )
+    start = time.perf_counter()
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        ready = time.perf_counter()
+        result = run_workflow(spec, scheduler=cluster.scheduler_address, show_progress=False)
+        done = time.perf_counter()
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return {
+        "seconds": done - ready,
+        "cluster_start_seconds": ready - start,
+        "peak_rss_mb_per_worker": max(peaks.values()) / 1024,
+        "tokens": result.manifest.funnel.tokens,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    data = HERE / "data"
+    base = build(data / f"text-{args.size_mb}mb", args.size_mb)
+    big = build(data / f"text-{4 * args.size_mb}mb-after-{args.size_mb}", 4 * args.size_mb, skip_mb=args.size_mb)
+    scratch = HERE / "results" / "scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    texts, mb = text_mb(base)
+    raw = raw_fastokens(texts)
+    del texts
+    _, big_mb = text_mb(big)
+    dt = datatrove_tokenizer(base, scratch / "datatrove", args.workers)
+    ours = refinery(base, scratch / "ours-1x", args.workers)
+    ours4 = refinery(big, scratch / "ours-4x", args.workers)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    rates = {
+        "raw_fastokens_mb_s": mb / raw,
+        "datatrove_mb_s": mb / dt,
+        "refinery_mb_s": mb / ours["seconds"],
+        "refinery_4x_mb_s": big_mb / ours4["seconds"],
+    }
+    report = {
+        "corpus_mb": round(mb, 1),
+        "corpus_4x_mb": round(big_mb, 1),
+        "workers": args.workers,
+        **{k: round(v, 2) for k, v in rates.items()},
+        "refinery_vs_datatrove": round(rates["refinery_mb_s"] / rates["datatrove_mb_s"], 2),
+        "refinery_vs_raw_fastokens": round(rates["refinery_mb_s"] / rates["raw_fastokens_mb_s"], 3),
+        "time_ratio_4x_data": round(ours4["seconds"] / ours["seconds"], 2),
+        "peak_rss_mb_per_worker_1x": round(ours["peak_rss_mb_per_worker"]),
+        "peak_rss_mb_per_worker_4x": round(ours4["peak_rss_mb_per_worker"]),
+        "cluster_start_seconds": round(ours["cluster_start_seconds"], 2),
+    }
+    for key, value in report.items():
+        print(f"{key:>28}: {value}")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "tokenize.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Build a benchmark corpus of real, distinct text: Python sources and docs found on this machine.
+
+Documents are 1–16 KB slices of standard-library and site-packages files (code, docstrings, READMEs), taken
+in a fixed order, so a given size always yields the same bytes, and the 4x corpus never repeats the 1x one
+(repeated text would flatter the tokenizer's caches).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+
+FILE_BYTES = 4 * 2**20  # each JSONL file is one partition of about this size
+
+
+def _source_files() -> list[Path]:
+    roots = [Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])]
+    files: list[Path] = []
+    for root in roots:
+        files.extend(p for p in root.rglob("*") if p.suffix in {".py", ".md", ".txt", ".rst"} and p.is_file())
+    return sorted(set(files))
+
+
+def documents(seed: int = 0) -> Iterator[str]:
+    rng = random.Random(seed)
+    files = _source_files()
+    rng.shuffle(files)
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        at = 0
+        while at < len(text):
+            size = rng.randint(1024, 16384)
+            piece = text[at : at + size]
+            at += size
+            if piece.strip():
+                yield piece
+
+
+def build(directory: Path, size_mb: int, skip_mb: int = 0) -> Path:
+    """Write ``size_mb`` MB of JSONL files, after skipping the first ``skip_mb`` MB of the document stream."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if any(directory.iterdir()):
+        return directory
+    budget, skip = size_mb * 2**20, skip_mb * 2**20
+    written = part = 0
+    lines: list[bytes] = []
+    pending = 0
+    stream = documents()
+    for n, text in enumerate(stream):
+        line = json.dumps({"id": f"doc-{n}", "text": text}, ensure_ascii=False).encode() + b"\n"
+        if skip > 0:
+            skip -= len(line)
+            continue
+        lines.append(line)
+        pending += len(line)
+        written += len(line)
+        if pending >= FILE_BYTES or written >= budget:
+            (directory / f"part-{part:04d}.jsonl").write_bytes(b"".join(lines))
+            part, lines, pending = part + 1, [], 0
+        if written >= budget:
+            break
+    if written < budget:
+        sys.exit(f"only {written / 2**20:.0f} MB of text found on this machine; use a smaller --size-mb")
+    return directory
