@@ -29,21 +29,29 @@ class Pieces:
 
 
 def document_stream(table: pa.Table, config: PackConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Flat tokens of every document with BOS/EOS added, and the start offset of each document (+ end)."""
-    column = table.column(TOKEN_IDS).combine_chunks()
-    flat = column.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    offsets = column.offsets.to_numpy().astype(np.int64)
-    lengths = np.diff(offsets)
+    """Flat tokens of every document with BOS/EOS added, and the start offset of each document (+ end).
+
+    ``np.insert`` adds the markers chunk by chunk in one pass each; no per-token index arrays.
+    """
+    pieces: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
     extra = int(config.add_bos) + int(config.add_eos)
-    new_offsets = offsets + extra * np.arange(len(offsets), dtype=np.int64)
-    stream = np.empty(int(new_offsets[-1]), np.int32)
-    body_starts = new_offsets[:-1] + int(config.add_bos)
-    _scatter(stream, body_starts, offsets[:-1], lengths, flat)
-    if config.add_bos:
-        stream[new_offsets[:-1]] = config.bos_id
-    if config.add_eos:
-        stream[new_offsets[1:] - 1] = config.eos_id
-    return stream, new_offsets
+    for chunk in table.column(TOKEN_IDS).chunks:
+        offsets = chunk.offsets.to_numpy()
+        values = chunk.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+        offsets = offsets - offsets[0]
+        # Interleaved [start_0, end_0, start_1, end_1, …]: np.insert keeps equal positions in this order,
+        # so EOS of one document comes before BOS of the next.
+        where = np.stack([offsets[:-1], offsets[1:]], axis=1)
+        marks = np.array([config.bos_id, config.eos_id], np.int32)
+        keep = np.array([config.add_bos, config.add_eos])
+        positions = where[:, keep].ravel()
+        markers = np.broadcast_to(marks[keep], where[:, keep].shape).ravel()
+        pieces.append(np.insert(values.astype(np.int32, copy=False), positions, markers))
+        lengths.append(np.diff(offsets) + extra)
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    return stream, np.concatenate([[0], np.cumsum(all_lengths)]).astype(np.int64)
 
 
 def _ragged_arange(lengths: np.ndarray) -> np.ndarray:

@@ -68,20 +68,17 @@ def load_encoder(name: str, backend: str, split_special_tokens: bool) -> Encoder
 
 
 def tokenize(table: pa.Table, config: TokenizeConfig) -> pa.Table:
-    """Add ``token_ids`` (list<int32>) and ``n_tokens`` to a document batch."""
+    """Add ``token_ids`` (list<int32>) and ``n_tokens`` to a document batch.
+
+    Each encode call's flat buffers become one chunk of the column without a copy; concatenating them
+    would cost more than the encoding of a large batch.
+    """
     encode = load_encoder(config.tokenizer, config.backend, config.split_special_tokens)
     texts = table.column("text")
-    ids_parts: list[np.ndarray] = []
-    offset_parts: list[np.ndarray] = [np.zeros(1, np.int64)]
-    base = 0
+    chunks: list[pa.LargeListArray] = []
     for start in range(0, table.num_rows, config.batch_size):
-        chunk = texts.slice(start, config.batch_size).to_pylist()
-        ids, offsets = encode(chunk)
-        ids_parts.append(ids)
-        offset_parts.append(offsets[1:] + base)
-        base += int(offsets[-1])
-    flat = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int32)
-    offsets = np.concatenate(offset_parts)
-    token_ids = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(flat, pa.int32()))
-    table = table.append_column(TOKEN_IDS, token_ids)
-    return table.append_column(N_TOKENS, pa.array(np.diff(offsets), pa.int64()))
+        ids, offsets = encode(texts.slice(start, config.batch_size).to_pylist())
+        chunks.append(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(ids)))
+    token_ids = pa.chunked_array(chunks, pa.large_list(pa.int32()))
+    counts = pa.chunked_array([pa.array(np.diff(c.offsets.to_numpy())) for c in chunks], pa.int64())
+    return table.append_column(TOKEN_IDS, token_ids).append_column(N_TOKENS, counts)

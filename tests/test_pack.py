@@ -88,3 +88,13 @@ def test_bos_and_ids_are_configurable() -> None:
 
 def test_empty_batch() -> None:
     assert pack(_docs([]).slice(0, 0), PackConfig()).num_rows == 0
+
+
+def test_chunked_token_column_packs_like_one_chunk() -> None:
+    """The tokenize stage yields one chunk per encode batch; packing must not care."""
+    table = _docs(list(range(1, 40)))
+    column = table.column("token_ids").combine_chunks()
+    chunked = table.set_column(1, "token_ids", pa.chunked_array([column.slice(0, 7), column.slice(7)]))
+    for mode in ("concat", "best_fit"):
+        config = PackConfig(seq_len=32, mode=mode, add_bos=True)
+        assert pack(chunked, config).equals(pack(table, config))
