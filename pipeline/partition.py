@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 from schemas.document import DROP_REASON, N_TOKENS, TOKEN_IDS
 from schemas.manifest import PartitionReport
 from schemas.spec import InputSpec, OutputSpec, WorkflowSpec
-from schemas.stages import PackConfig, StageBase
+from schemas.stages import GLOBAL_STAGES, PackConfig, StageBase
 from stages import stage_function
+from stages.dedup import apply_decisions
 from storage.fs import join, write_bytes_atomic
 from storage.readers import concat_batches, read_file
 from storage.shards import write_shard
@@ -81,6 +82,16 @@ def run_stage(state: PartitionState, config: StageBase) -> PartitionState:
     result = stage_function(name)(state.documents, config)
     if isinstance(config, PackConfig):
         return replace(state, sequences=result)
+    return split_dropped(state, result, name)
+
+
+def apply_dedup(state: PartitionState, decisions: pa.Table) -> PartitionState:
+    """Apply the global dedup step's decisions for this partition (computed by ``pipeline.dedup``)."""
+    return split_dropped(state, apply_decisions(state.documents, decisions, state.plan.index, "dedup"), "dedup")
+
+
+def split_dropped(state: PartitionState, result: pa.Table, name: str) -> PartitionState:
+    """Move the rows a stage marked with ``drop_reason`` to the doc records, counting each reason."""
     if DROP_REASON not in result.column_names:
         return replace(state, documents=result)
     reasons = result.column(DROP_REASON)
@@ -131,14 +142,27 @@ def write_partition(state: PartitionState, output: OutputSpec) -> PartitionRepor
 
 
 def process_partition(
-    plan: PartitionPlan, spec: WorkflowSpec, on_step: Callable[[str, int], None] | None = None
+    plan: PartitionPlan,
+    spec: WorkflowSpec,
+    on_step: Callable[[str, int], None] | None = None,
+    decisions: Callable[[int], pa.Table] | None = None,
 ) -> PartitionReport:
-    """Read, run every stage, write; ``on_step(step, partition)`` is told after each step (progress)."""
+    """Read, run every stage, write; ``on_step(step, partition)`` is told after each step (progress).
+
+    Dedup stages apply ``decisions(partition)``, the global step's verdicts, at their place in the chain.
+    """
     state = read_partition(plan, spec.input)
     if on_step:
         on_step("read", plan.index)
+    deduplicated = False
     for stage in spec.stages:
-        state = run_stage(state, stage)
+        if stage.stage not in GLOBAL_STAGES:
+            state = run_stage(state, stage)
+        elif not deduplicated:
+            if decisions is None:
+                raise ValueError("a spec with dedup stages needs the global step's decisions")
+            state = apply_dedup(state, decisions(plan.index))
+            deduplicated = True
         if on_step:
             on_step(stage.stage, plan.index)
     report = write_partition(state, spec.output)

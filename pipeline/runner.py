@@ -12,15 +12,18 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from distributed import Client, LocalCluster, as_completed, get_worker
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pipeline.dedup import compute_decisions, load_decisions
 from pipeline.partition import PartitionPlan, process_partition
 from schemas.manifest import Funnel, Manifest, PartitionReport
 from schemas.spec import WorkflowSpec
 from storage.fs import exists, expand_inputs, join, read_bytes, remove_temporaries, write_bytes_atomic
-from storage.manifest import write_manifest
+from storage.manifest import write_cluster_table, write_manifest
 from storage.readers import detect_format
 
 
@@ -112,6 +115,9 @@ def run_workflow(
     skipped = len(reports)
     if pending:
         with dask_client(scheduler, workers) as client:
+            if spec.exact_dedup or spec.minhash_dedup:
+                with Console(stderr=True).status("global dedup step: keys, shuffles, clusters", spinner="dots"):
+                    compute_decisions(client, spec, plans)
             reports.update(_run_partitions(client, spec, pending, show_progress))
     ordered = [reports[p.index] for p in plans]
     manifest = commit_job(spec, ordered)
@@ -147,8 +153,11 @@ def _run_partitions(
 
         client.subscribe_topic(PROGRESS_TOPIC, on_event)
         try:
+            decisions = partial(load_decisions, spec) if spec.exact_dedup or spec.minhash_dedup else None
             futures = [
-                client.submit(process_partition, plan, spec, report_step, key=f"partition-{fingerprint}-{plan.index}")
+                client.submit(
+                    process_partition, plan, spec, report_step, decisions, key=f"partition-{fingerprint}-{plan.index}"
+                )
                 for plan in plans
             ]
             for future in as_completed(futures):
@@ -180,5 +189,7 @@ def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
         shards=[s for r in reports for s in r.shards],
         funnel=funnel,
     )
+    if spec.exact_dedup or spec.minhash_dedup:
+        write_cluster_table(spec.output.url, [r.partition for r in reports])
     write_manifest(spec.output.url, manifest)
     return manifest

@@ -10,7 +10,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.stages import PackConfig, StageConfig, TokenizeConfig
+from schemas.stages import (
+    GLOBAL_STAGES,
+    ExactDedupConfig,
+    MinHashDedupConfig,
+    PackConfig,
+    StageBase,
+    StageConfig,
+    TokenizeConfig,
+)
 
 InputFormat = Literal["auto", "jsonl", "parquet", "csv", "text"]
 ShardFormat = Literal["megatron", "parquet"]
@@ -76,9 +84,30 @@ class WorkflowSpec(BaseModel):
                     raise ValueError(f"stages[{i}]: 'pack' must be the last stage")
                 if "tokenize" not in names[:i]:
                     raise ValueError(f"stages[{i}]: 'pack' needs a 'tokenize' stage before it")
-        if names.count("tokenize") > 1:
-            raise ValueError("stages: 'tokenize' may appear only once")
+        for name in ("tokenize", *GLOBAL_STAGES):
+            if names.count(name) > 1:
+                raise ValueError(f"stages: '{name}' may appear only once")
+        where = [i for i, name in enumerate(names) if name in GLOBAL_STAGES]
+        if where and where[-1] - where[0] != len(where) - 1:
+            raise ValueError(f"stages[{where[0]}]: the dedup stages must follow each other (one global step)")
+        if where and "tokenize" in names[: where[0]]:
+            raise ValueError(f"stages[{where[0]}]: dedup runs on text, so it must come before 'tokenize'")
         return self
+
+    @property
+    def exact_dedup(self) -> ExactDedupConfig | None:
+        return next((s for s in self.stages if isinstance(s, ExactDedupConfig)), None)
+
+    @property
+    def minhash_dedup(self) -> MinHashDedupConfig | None:
+        return next((s for s in self.stages if isinstance(s, MinHashDedupConfig)), None)
+
+    @property
+    def stages_before_dedup(self) -> list[StageBase]:
+        """The per-partition stages that run before the global dedup step (all of them without dedup)."""
+        names = [s.stage for s in self.stages]
+        first = next((i for i, n in enumerate(names) if n in GLOBAL_STAGES), len(names))
+        return list(self.stages[:first])
 
     @property
     def tokenize(self) -> TokenizeConfig | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.manifest import Manifest
-from storage.fs import join, write_bytes_atomic
+from storage.fs import filesystem, join, read_bytes, write_bytes_atomic
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -33,3 +34,47 @@ def write_manifest(out: str, manifest: Manifest) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), sink)
     write_bytes_atomic(join(out, "manifest.parquet"), sink.getvalue().to_pybytes())
     write_bytes_atomic(join(out, "_SUCCESS"), b"")
+
+
+CLUSTER_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("cluster", pa.int64()),
+        ("kept", pa.bool_()),
+        ("similarity", pa.float32()),
+        ("status", pa.string()),
+        ("source", pa.string()),
+        ("line", pa.int64()),
+        ("partition", pa.int64()),
+    ]
+)
+
+
+def write_cluster_table(out: str, partitions: list[int]) -> None:
+    """``OUT/dedup/clusters.parquet``: every document in a duplicate cluster, streamed one partition at a
+    time from ``OUT/docs/``. ``cluster`` is the order key of the kept (earliest) document; a self-join on
+    ``cluster`` with ``kept`` names it."""
+    fs, path = filesystem(join(out, "dedup", "clusters.parquet"))
+    tmp = path + ".tmp"
+    with fs.open(tmp, "wb") as handle, pq.ParquetWriter(handle, CLUSTER_SCHEMA) as writer:
+        for partition in partitions:
+            docs = pq.read_table(pa.BufferReader(read_bytes(join(out, "docs", f"part-{partition:05d}.parquet"))))
+            docs = docs.filter(pc.is_valid(docs.column("dedup_cluster")))
+            status = docs.column("status")
+            dropped = pc.is_in(status, value_set=pa.array(["exact_duplicate", "near_duplicate"]))
+            writer.write_table(
+                pa.table(
+                    {
+                        "id": docs.column("id"),
+                        "cluster": docs.column("dedup_cluster"),
+                        "kept": pc.invert(dropped),
+                        "similarity": docs.column("dedup_similarity"),
+                        "status": status,
+                        "source": docs.column("source"),
+                        "line": docs.column("line"),
+                        "partition": pa.array([partition] * docs.num_rows, pa.int64()),
+                    },
+                    schema=CLUSTER_SCHEMA,
+                )
+            )
+    fs.mv(tmp, path)

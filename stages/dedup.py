@@ -1,0 +1,125 @@
+"""The pure parts of global deduplication: keys per batch, edges per bucket, clusters, decisions.
+
+Dask moves these tables between workers (``pipeline/dedup.py``); everything here is a function of its
+arguments, testable with a few rows. Order keys (``partition << 32 | row``) say which copy came first in
+source order: the earliest document of a cluster is the one kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from schemas.document import DROP_REASON
+from schemas.stages import ExactDedupConfig, MinHashDedupConfig
+from stages.minhash import band_keys, estimate_jaccard, has_shingles, signatures
+from stages.normalize import normalize
+
+EXACT = "exact_duplicate"
+NEAR = "near_duplicate"
+EDGE_COLUMNS = {"a": "int64", "b": "int64", "kind": "object"}
+
+
+def order_keys(partition: int, n: int) -> np.ndarray:
+    return (np.int64(partition) << np.int64(32)) | np.arange(n, dtype=np.int64)
+
+
+def exact_keys(table: pa.Table, config: ExactDedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """128-bit xxh3 of each normalised text, as two uint64 arrays (hashed straight from the UTF-8 buffer)."""
+    text = normalize(table.column("text"), config.normalization)
+    text = (text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text).cast(pa.large_string())
+    offsets = np.frombuffer(text.buffers()[1], np.int64)[text.offset : text.offset + len(text) + 1]
+    data = memoryview(text.buffers()[2]) if text.buffers()[2] is not None else memoryview(b"")
+    digests = [xxhash.xxh3_128_intdigest(data[s:e]) for s, e in itertools.pairwise(offsets.tolist())]
+    high = np.array([d >> 64 for d in digests], np.uint64)
+    low = np.array([d & 0xFFFFFFFFFFFFFFFF for d in digests], np.uint64)
+    return high, low
+
+
+def minhash_keys(table: pa.Table, config: MinHashDedupConfig, order: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(signatures, band rows)`` of a batch: one row per document with shingles, one per (document, band)."""
+    sig = signatures(table.column("text"), config)
+    usable = has_shingles(sig)
+    sig, order = sig[usable], order[usable]
+    keys = band_keys(sig, config) ^ (np.arange(config.bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    bands = pd.DataFrame({"bucket": keys.ravel(), "order": np.repeat(order, config.bands)})
+    sigs = pd.DataFrame({"order": order, "sig": [row.tobytes() for row in sig]})
+    return sigs, bands
+
+
+def bucket_edges(bands: pd.DataFrame) -> pd.DataFrame:
+    """Star edges (first document, other document) of every LSH bucket with two or more documents."""
+    bands = bands.sort_values(["bucket", "order"], kind="stable")
+    bucket = bands["bucket"].to_numpy()
+    order = bands["order"].to_numpy()
+    first = np.r_[True, bucket[1:] != bucket[:-1]]
+    head = order[np.flatnonzero(first)[np.cumsum(first) - 1]]
+    keep = ~first
+    return pd.DataFrame({"a": head[keep], "b": order[keep], "kind": "near"}).astype(EDGE_COLUMNS)
+
+
+def exact_edges(keys: pd.DataFrame) -> pd.DataFrame:
+    """Edges (first copy, later copy) of every group of equal normalised texts."""
+    keys = keys.sort_values(["high", "low", "order"], kind="stable")
+    high, low, order = keys["high"].to_numpy(), keys["low"].to_numpy(), keys["order"].to_numpy()
+    first = np.r_[True, (high[1:] != high[:-1]) | (low[1:] != low[:-1])]
+    head = order[np.flatnonzero(first)[np.cumsum(first) - 1]]
+    keep = ~first
+    return pd.DataFrame({"a": head[keep], "b": order[keep], "kind": "exact"}).astype(EDGE_COLUMNS)
+
+
+def verify_edges(edges: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Keep candidate pairs whose signatures agree on at least ``threshold`` of their rows."""
+    if edges.empty:
+        return edges[["a", "b", "kind"]]
+    sim = estimate_jaccard(unpack_signatures(edges["sig_a"]), unpack_signatures(edges["sig_b"]))
+    return edges.loc[sim >= threshold, ["a", "b", "kind"]]
+
+
+def unpack_signatures(column: pd.Series) -> np.ndarray:
+    """Signatures travel between workers as bytes (Arrow-friendly); back to a (n, num_perm) uint32 array."""
+    values = column.to_numpy()
+    if len(values) == 0:
+        return np.zeros((0, 0), np.uint32)
+    return np.frombuffer(b"".join(values), np.uint32).reshape(len(values), -1)
+
+
+def clusters(edges: pd.DataFrame) -> pd.DataFrame:
+    """Connected components of the duplicate graph: ``order``, ``cluster`` (= earliest order in it),
+    ``reason`` (None for the kept document). A document with an exact twin earlier in source order is an
+    exact duplicate even when its cluster is larger."""
+    if edges.empty:
+        return pd.DataFrame({"order": pd.Series(dtype="int64"), "cluster": pd.Series(dtype="int64"),
+                             "reason": pd.Series(dtype="object")})  # fmt: skip
+    nodes, index = np.unique(np.concatenate([edges["a"].to_numpy(), edges["b"].to_numpy()]), return_inverse=True)
+    a, b = index[: len(edges)], index[len(edges) :]
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(len(nodes), len(nodes)))
+    _, label = connected_components(graph, directed=False)
+    earliest = np.full(label.max() + 1, np.iinfo(np.int64).max)
+    np.minimum.at(earliest, label, nodes)
+    cluster = earliest[label]
+    exact_later = np.unique(edges.loc[edges["kind"] == "exact", "b"].to_numpy())
+    reason = np.where(np.isin(nodes, exact_later), EXACT, NEAR).astype(object)
+    reason[nodes == cluster] = None
+    return pd.DataFrame({"order": nodes, "cluster": cluster, "reason": reason})
+
+
+def apply_decisions(table: pa.Table, decisions: pa.Table, partition: int, stage: str) -> pa.Table:
+    """Mark this partition's duplicates for dropping and add the dedup columns ``dup_cluster``,
+    ``dup_similarity`` to every row (null when the document is in no cluster)."""
+    order = pa.array(order_keys(partition, table.num_rows))
+    position = pc.index_in(order, value_set=decisions.column("order"))
+    reason = pc.take(decisions.column("reason"), position)
+    table = table.append_column(f"{stage}_cluster", pc.take(decisions.column("cluster"), position))
+    table = table.append_column(f"{stage}_similarity", pc.take(decisions.column("similarity"), position))
+    if DROP_REASON in table.column_names:
+        reason = pc.coalesce(table.column(DROP_REASON), reason)
+        table = table.drop_columns([DROP_REASON])
+    return table.append_column(DROP_REASON, reason)
