@@ -15,12 +15,12 @@ from .conftest import ROOT, SAMPLE, write_jsonl_corpus
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("workflow", ["pretrain.yaml", "tokenize.yaml"])
-def test_workflows_run_on_any_corpus_with_overrides(workflow: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("workflow", "pack_index"), [("pretrain.yaml", 3), ("tokenize.yaml", 1)])
+def test_workflows_run_on_any_corpus_with_overrides(workflow: str, pack_index: int, tmp_path: Path) -> None:
     corpus = write_jsonl_corpus(tmp_path / "corpus", files=2, docs_per_file=30)
     out = tmp_path / "out"
     command = [BIN / "refinery", "run", ROOT / "workflows" / workflow, "--input", corpus, "--output", out,
-               "--workers", "2", "--set", "stages.1.seq_len=512"]  # fmt: skip
+               "--workers", "2", "--set", f"stages.{pack_index}.seq_len=512"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "input" in result.stdout and "kept" in result.stdout and str(out) in result.stdout
