@@ -1,9 +1,10 @@
 """Global deduplication on Dask: keys per partition, shuffles by hash and by LSH bucket, clusters.
 
-Nothing is collected on the driver. Band keys and exact hashes are shuffled between workers by Dask's
-DataFrame shuffle; candidate pairs are joined with their signatures by Dask merges; connected components run
-in one worker task over the verified edges only (a few per duplicate, not per document). The decisions come
-back range-partitioned by order key, one file per input partition, which the partition tasks then apply.
+Nothing is collected on the driver. Exact hashes and LSH band keys are shuffled between workers by Dask's
+DataFrame shuffle, which turns them into candidate edges (a few per duplicate, none per unique document). Each
+partition's task then hands over the signatures of its candidate documents only, and one worker task verifies
+the pairs, finds the connected components and writes one decisions file per input partition, which the
+partition tasks apply.
 """
 
 from __future__ import annotations
@@ -25,15 +26,12 @@ from schemas.stages import MinHashDedupConfig
 from stages.dedup import (
     EDGE_COLUMNS,
     bucket_edges,
-    clusters,
+    decide,
     exact_edges,
     exact_keys,
     minhash_keys,
     order_keys,
-    unpack_signatures,
-    verify_edges,
 )
-from stages.minhash import estimate_jaccard
 from storage.fs import exists, join, read_bytes, write_bytes_atomic
 
 EXACT_META = pd.DataFrame({"high": pd.Series(dtype="uint64"), "low": pd.Series(dtype="uint64"),
@@ -73,38 +71,28 @@ def _frame(parts: list, name: str, meta: pd.DataFrame) -> dd.DataFrame:
     return dd.from_delayed([delayed(operator.getitem)(p, name) for p in parts], meta=meta, verify_meta=False)
 
 
-def _near_edges(parts: list, config: MinHashDedupConfig) -> tuple[dd.DataFrame, dd.DataFrame]:
-    sigs = _frame(parts, "sigs", SIGS_META)
-    candidates = (
-        _frame(parts, "bands", BANDS_META)
-        .shuffle("bucket")
-        .map_partitions(bucket_edges, meta=EDGES_META)
-        .drop_duplicates(subset=["a", "b"])
-    )
-    paired = candidates.merge(sigs.rename(columns={"order": "a", "sig": "sig_a"}), on="a").merge(
-        sigs.rename(columns={"order": "b", "sig": "sig_b"}), on="b"
-    )
-    return paired.map_partitions(verify_edges, config.threshold, meta=EDGES_META), sigs
+def _candidate_edges(parts: list, config: MinHashDedupConfig) -> dd.DataFrame:
+    """Star edges of every LSH bucket, after a shuffle of the band rows by bucket key."""
+    bands = _frame(parts, "bands", BANDS_META)
+    return bands.shuffle("bucket").map_partitions(bucket_edges, meta=EDGES_META)
 
 
-def _similarity(members: pd.DataFrame) -> pd.DataFrame:
-    """Estimated Jaccard of each member to its cluster's kept document (1.0 without signatures)."""
-    out = members[["order", "cluster", "reason"]].copy()
-    sim = np.ones(len(members), np.float32)
-    if "sig_m" in members:
-        has = members["sig_m"].notna() & members["sig_k"].notna()
-        if has.any():
-            sim[has.to_numpy()] = estimate_jaccard(
-                unpack_signatures(members.loc[has, "sig_m"]), unpack_signatures(members.loc[has, "sig_k"])
-            )
-    out["similarity"] = sim
-    return out
+def signatures_of(keys: dict[str, pd.DataFrame], wanted: np.ndarray) -> pd.DataFrame:
+    """The signatures of one partition's documents that appear in candidate edges."""
+    sigs = keys["sigs"]
+    return sigs[sigs["order"].isin(wanted)]
 
 
-def _write_decisions(frame: pd.DataFrame, spec: WorkflowSpec, partition: int) -> int:
-    table = pa.Table.from_pandas(frame.reset_index(), schema=DECISIONS_SCHEMA, preserve_index=False)
+def _wanted(edges: pd.DataFrame, partition: int) -> np.ndarray:
+    ends = np.unique(np.concatenate([edges["a"].to_numpy(), edges["b"].to_numpy()]))
+    return ends[(ends >> 32) == partition]
+
+
+def _write_decisions(decided: pd.DataFrame, spec: WorkflowSpec, partition: int) -> int:
+    mine = decided[(decided["order"].to_numpy() >> 32) == partition]
+    table = pa.Table.from_pandas(mine, schema=DECISIONS_SCHEMA, preserve_index=False).sort_by("order")
     sink = pa.BufferOutputStream()
-    pq.write_table(table.sort_by("order"), sink)
+    pq.write_table(table, sink)
     write_bytes_atomic(decisions_url(spec, partition), sink.getvalue().to_pybytes())
     return table.num_rows
 
@@ -123,39 +111,22 @@ def compute_decisions(client: Client, spec: WorkflowSpec, plans: list[PartitionP
 def _compute_decisions(client: Client, spec: WorkflowSpec, plans: list[PartitionPlan]) -> None:
     fingerprint = spec.fingerprint()
     parts = [client.submit(partition_keys, p, spec, key=f"dedup-keys-{fingerprint}-{p.index}") for p in plans]
-    edges: list[dd.DataFrame] = []
-    sigs = None
+    frames: list[dd.DataFrame] = []
     if spec.exact_dedup is not None:
-        edges.append(_frame(parts, "exact", EXACT_META).shuffle("high").map_partitions(exact_edges, meta=EDGES_META))
+        exact = _frame(parts, "exact", EXACT_META)
+        frames.append(exact.shuffle("high").map_partitions(exact_edges, meta=EDGES_META))
     if spec.minhash_dedup is not None:
-        near, sigs = _near_edges(parts, spec.minhash_dedup)
-        edges.append(near)
-    all_edges = dd.concat(edges) if len(edges) > 1 else edges[0]
-    members = dd.from_delayed(
-        [delayed(clusters)(delayed(pd.concat)(all_edges.to_delayed()))],
-        meta=pd.DataFrame(
-            {
-                "order": pd.Series(dtype="int64"),
-                "cluster": pd.Series(dtype="int64"),
-                "reason": pd.Series(dtype="object"),
-            }
-        ),
-        verify_meta=False,
-    )
-    if sigs is not None:
-        members = members.merge(sigs.rename(columns={"sig": "sig_m"}), on="order", how="left").merge(
-            sigs.rename(columns={"order": "cluster", "sig": "sig_k"}), on="cluster", how="left"
-        )
-    meta = pd.DataFrame({"order": pd.Series(dtype="int64"), "cluster": pd.Series(dtype="int64"),
-                         "reason": pd.Series(dtype="object"), "similarity": pd.Series(dtype="float32")})  # fmt: skip
-    decided = members.map_partitions(_similarity, meta=meta)
-    last = (len(plans) - 1) << 32 | 0xFFFFFFFF
-    divisions = [p.index << 32 for p in plans] + [last]
-    ranged = decided.set_index("order", divisions=divisions)
-    writes = [
-        delayed(_write_decisions)(piece, spec, plan.index)
-        for piece, plan in zip(ranged.to_delayed(), plans, strict=True)
-    ]
+        frames.append(_candidate_edges(parts, spec.minhash_dedup))
+    edges = delayed(pd.concat)([piece for frame in frames for piece in frame.to_delayed()])
+    sigs = []
+    if spec.minhash_dedup is not None:
+        sigs = [
+            delayed(signatures_of)(part, delayed(_wanted)(edges, plan.index))
+            for part, plan in zip(parts, plans, strict=True)
+        ]
+    threshold = spec.minhash_dedup.threshold if spec.minhash_dedup else 1.0
+    decided = delayed(decide)(edges, sigs, threshold)
+    writes = [delayed(_write_decisions)(decided, spec, plan.index) for plan in plans]
     client.compute(writes, sync=True)
 
 

@@ -75,14 +75,6 @@ def exact_edges(keys: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"a": head[keep], "b": order[keep], "kind": "exact"}).astype(EDGE_COLUMNS)
 
 
-def verify_edges(edges: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Keep candidate pairs whose signatures agree on at least ``threshold`` of their rows."""
-    if edges.empty:
-        return edges[["a", "b", "kind"]]
-    sim = estimate_jaccard(unpack_signatures(edges["sig_a"]), unpack_signatures(edges["sig_b"]))
-    return edges.loc[sim >= threshold, ["a", "b", "kind"]]
-
-
 def unpack_signatures(column: pd.Series) -> np.ndarray:
     """Signatures travel between workers as bytes (Arrow-friendly); back to a (n, num_perm) uint32 array."""
     values = column.to_numpy()
@@ -109,6 +101,29 @@ def clusters(edges: pd.DataFrame) -> pd.DataFrame:
     reason = np.where(np.isin(nodes, exact_later), EXACT, NEAR).astype(object)
     reason[nodes == cluster] = None
     return pd.DataFrame({"order": nodes, "cluster": cluster, "reason": reason})
+
+
+def decide(edges: pd.DataFrame, sigs: list[pd.DataFrame], threshold: float) -> pd.DataFrame:
+    """Verify near-duplicate candidates with their signatures, cluster, and estimate each member's Jaccard to
+    its cluster's kept document. Runs as one worker task over candidate documents only."""
+    edges = edges.drop_duplicates(subset=["a", "b"])
+    table = (
+        pd.concat(sigs) if sigs else pd.DataFrame({"order": pd.Series(dtype="int64"), "sig": pd.Series(dtype="object")})
+    )
+    lookup = dict(zip(table["order"].to_numpy().tolist(), table["sig"].to_numpy().tolist(), strict=True))
+    near = edges[edges["kind"] == "near"]
+    if len(near):
+        sim = estimate_jaccard(unpack_signatures(near["a"].map(lookup)), unpack_signatures(near["b"].map(lookup)))
+        near = near[sim >= threshold]
+    members = clusters(pd.concat([edges[edges["kind"] == "exact"], near]))
+    similarity = np.ones(len(members), np.float32)
+    has = members["order"].isin(lookup.keys()) & members["cluster"].isin(lookup.keys())
+    if has.any():
+        similarity[has.to_numpy()] = estimate_jaccard(
+            unpack_signatures(members.loc[has, "order"].map(lookup)),
+            unpack_signatures(members.loc[has, "cluster"].map(lookup)),
+        )
+    return members.assign(similarity=similarity)
 
 
 def apply_decisions(table: pa.Table, decisions: pa.Table, partition: int, stage: str) -> pa.Table:

@@ -61,7 +61,7 @@ def shingle_hashes(text: pa.Array | pa.ChunkedArray, config: MinHashDedupConfig)
     """Hashes of every word n-gram and the document each belongs to (documents in order)."""
     # Splitting on whitespace runs makes the whitespace normalisation redundant here.
     steps = config.normalization.model_copy(update={"whitespace": False})
-    words = pc.split_pattern_regex(normalize(text, steps), r"\s+")
+    words = pc.utf8_split_whitespace(normalize(text, steps))
     if isinstance(words, pa.ChunkedArray):
         words = words.combine_chunks()
     flat = words.flatten()

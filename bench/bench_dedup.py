@@ -1,0 +1,135 @@
+"""MinHash near-duplicate dedup: Refinery vs datatrove's four MinHash stages, same corpus, one run.
+
+Both use word 5-grams, 14 bands x 8 rows and the same worker count. datatrove runs signature → buckets →
+cluster → filter with LocalPipelineExecutor; Refinery runs ``minhash_dedup`` as a workflow (ingest, global
+step on Dask, docs + cluster table written). Then Refinery again on a corpus 4x larger (distinct text).
+
+    python bench/bench_dedup.py [--size-mb 64] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from distributed import Client, LocalCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_tokenize import text_mb
+from corpus import build
+
+from pipeline.runner import run_workflow
+from schemas.spec import parse_spec
+
+HERE = Path(__file__).resolve().parent
+
+
+def datatrove_minhash(corpus: Path, out: Path, workers: int) -> tuple[float, int]:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    config = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8)
+    files = len(list(corpus.glob("*.jsonl")))
+    stages = [
+        ([JsonlReader(str(corpus)), MinhashDedupSignature(str(out / "sigs"), config=config)], files),
+        ([MinhashDedupBuckets(str(out / "sigs"), str(out / "buckets"), config=config)], config.num_buckets),
+        ([MinhashDedupCluster(str(out / "buckets"), str(out / "remove"), config=config)], 1),
+        (
+            [
+                JsonlReader(str(corpus)),
+                MinhashDedupFilter(str(out / "remove"), exclusion_writer=JsonlWriter(str(out / "removed"))),
+                JsonlWriter(str(out / "kept")),
+            ],
+            files,
+        ),
+    ]
+    start = time.perf_counter()
+    for i, (pipeline, tasks) in enumerate(stages):
+        LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(out / f"logs{i}")).run()
+    seconds = time.perf_counter() - start
+    removed = sum(1 for f in (out / "removed").rglob("*.jsonl*") for _ in _lines(f))
+    return seconds, removed
+
+
+def _lines(path: Path) -> list[bytes]:
+    import gzip
+
+    data = path.read_bytes()
+    return (gzip.decompress(data) if path.suffix == ".gz" else data).splitlines()
+
+
+def refinery_minhash(corpus: Path, out: Path, workers: int) -> dict[str, float]:
+    spec = parse_spec(
+        {
+            "name": "bench-dedup",
+            "input": {"url": str(corpus)},
+            "output": {"url": str(out)},
+            "stages": [{"stage": "minhash_dedup", "bands": 14, "rows": 8, "ngram": 5}],
+        }
+    )
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        start = time.perf_counter()
+        result = run_workflow(spec, scheduler=cluster.scheduler_address, show_progress=False)
+        seconds = time.perf_counter() - start
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return {
+        "seconds": seconds,
+        "near_duplicates": result.manifest.funnel.dropped.get("near_duplicate", 0),
+        "peak_rss_mb_per_worker": max(peaks.values()) / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    data = HERE / "data"
+    base = build(data / f"text-{args.size_mb}mb", args.size_mb)
+    big = build(data / f"text-{4 * args.size_mb}mb-after-{args.size_mb}", 4 * args.size_mb, skip_mb=args.size_mb)
+    _, mb = text_mb(base)
+    _, big_mb = text_mb(big)
+    scratch = HERE / "results" / "scratch-dedup"
+    shutil.rmtree(scratch, ignore_errors=True)
+    dt_seconds, dt_removed = datatrove_minhash(base, scratch / "datatrove", args.workers)
+    ours = refinery_minhash(base, scratch / "ours-1x", args.workers)
+    ours4 = refinery_minhash(big, scratch / "ours-4x", args.workers)
+    shutil.rmtree(scratch, ignore_errors=True)
+    report = {
+        "corpus_mb": round(mb, 1),
+        "corpus_4x_mb": round(big_mb, 1),
+        "workers": args.workers,
+        "datatrove_mb_s": round(mb / dt_seconds, 2),
+        "refinery_mb_s": round(mb / ours["seconds"], 2),
+        "refinery_vs_datatrove": round(dt_seconds / ours["seconds"], 2),
+        "datatrove_removed": dt_removed,
+        "refinery_near_duplicates": ours["near_duplicates"],
+        "refinery_4x_mb_s": round(big_mb / ours4["seconds"], 2),
+        "time_ratio_4x_data": round(ours4["seconds"] / ours["seconds"], 2),
+        "peak_rss_mb_per_worker_1x": round(ours["peak_rss_mb_per_worker"]),
+        "peak_rss_mb_per_worker_4x": round(ours4["peak_rss_mb_per_worker"]),
+    }
+    for key, value in report.items():
+        print(f"{key:>28}: {value}")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "dedup.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
