@@ -13,6 +13,7 @@ from rich.table import Table
 
 from schemas.manifest import Manifest
 from schemas.spec import SpecError, WorkflowSpec, load_spec
+from storage.dedup_index import DedupIndexError
 from storage.fs import StorageError
 from storage.readers import UnknownFormatError
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = run_workflow(spec, args.scheduler, args.workers, show_progress=not args.no_progress)
-    except (StorageError, UnknownFormatError, JobConflictError) as error:
+    except (StorageError, UnknownFormatError, JobConflictError, DedupIndexError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         return 2
     print_funnel(result.manifest, result.output)

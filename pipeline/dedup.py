@@ -25,13 +25,16 @@ from schemas.spec import WorkflowSpec
 from schemas.stages import MinHashDedupConfig
 from stages.dedup import (
     EDGE_COLUMNS,
+    band_rows,
     bucket_edges,
     decide,
     exact_edges,
     exact_keys,
     minhash_keys,
     order_keys,
+    unpack_signatures,
 )
+from storage.dedup_index import commit_index, index_parts, part_name, write_index_part
 from storage.fs import exists, join, read_bytes, write_bytes_atomic
 
 EXACT_META = pd.DataFrame({"high": pd.Series(dtype="uint64"), "low": pd.Series(dtype="uint64"),
@@ -65,6 +68,45 @@ def partition_keys(plan: PartitionPlan, spec: WorkflowSpec) -> dict[str, pd.Data
     if spec.minhash_dedup is not None:
         keys["sigs"], keys["bands"] = minhash_keys(table, spec.minhash_dedup, order)
     return keys
+
+
+INDEX_PARTITION_BASE = -(1 << 30)  # index part k gets order keys of pseudo-partition BASE + k: all negative
+
+
+def index_keys(url: str, pseudo_partition: int, spec: WorkflowSpec) -> dict[str, pd.DataFrame]:
+    """Keys of one part of an earlier job's index; negative order keys make its documents come first."""
+    table = pq.read_table(pa.BufferReader(read_bytes(url)))
+    order = order_keys(pseudo_partition, table.num_rows)
+    sig = unpack_signatures(table.column("sig").to_pandas())
+    sigs = table.select(["id", "source"]).to_pandas().assign(order=order, sig=table.column("sig").to_pylist())
+    keys = {"sigs": sigs, "bands": band_rows(sig, order, spec.minhash_dedup)}
+    if spec.exact_dedup is not None and "high" in table.column_names:
+        keys["exact"] = pd.DataFrame(
+            {"high": table.column("high").to_numpy(), "low": table.column("low").to_numpy(), "order": order}
+        )
+    return keys
+
+
+def index_rows(keys: dict[str, pd.DataFrame], decided: pd.DataFrame) -> pa.Table:
+    """This partition's documents that survive dedup, as rows of the next index."""
+    sigs = keys["sigs"]
+    dropped = decided.loc[decided["reason"].notna(), "order"]
+    rows = sigs[~sigs["order"].isin(dropped)]
+    if "exact" in keys:
+        rows = rows.merge(keys["exact"], on="order", how="left")
+    return pa.Table.from_pandas(rows.drop(columns=["order"]), preserve_index=False)
+
+
+def _write_index_part(keys: dict[str, pd.DataFrame], decided: pd.DataFrame, staging: str, name: str) -> int:
+    table = index_rows(keys, decided)
+    write_index_part(staging, name, table)
+    return table.num_rows
+
+
+def _copy_index_part(url: str, staging: str) -> int:
+    data = read_bytes(url)
+    write_bytes_atomic(join(staging, part_name(url)), data)
+    return pq.read_metadata(pa.BufferReader(data)).num_rows
 
 
 def _frame(parts: list, name: str, meta: pd.DataFrame) -> dd.DataFrame:
@@ -110,24 +152,42 @@ def compute_decisions(client: Client, spec: WorkflowSpec, plans: list[PartitionP
 
 def _compute_decisions(client: Client, spec: WorkflowSpec, plans: list[PartitionPlan]) -> None:
     fingerprint = spec.fingerprint()
+    minhash = spec.minhash_dedup
     parts = [client.submit(partition_keys, p, spec, key=f"dedup-keys-{fingerprint}-{p.index}") for p in plans]
+    numbers = [p.index for p in plans]
+    old_urls = index_parts(minhash.index, minhash) if minhash is not None and minhash.index else []
+    for k, url in enumerate(old_urls):
+        parts.append(
+            client.submit(index_keys, url, INDEX_PARTITION_BASE + k, spec, key=f"dedup-index-{fingerprint}-{k}")
+        )
+        numbers.append(INDEX_PARTITION_BASE + k)
     frames: list[dd.DataFrame] = []
     if spec.exact_dedup is not None:
         exact = _frame(parts, "exact", EXACT_META)
         frames.append(exact.shuffle("high").map_partitions(exact_edges, meta=EDGES_META))
-    if spec.minhash_dedup is not None:
-        frames.append(_candidate_edges(parts, spec.minhash_dedup))
+    if minhash is not None:
+        frames.append(_candidate_edges(parts, minhash))
     edges = delayed(pd.concat)([piece for frame in frames for piece in frame.to_delayed()])
     sigs = []
-    if spec.minhash_dedup is not None:
+    if minhash is not None:
         sigs = [
-            delayed(signatures_of)(part, delayed(_wanted)(edges, plan.index))
-            for part, plan in zip(parts, plans, strict=True)
+            delayed(signatures_of)(part, delayed(_wanted)(edges, number))
+            for part, number in zip(parts, numbers, strict=True)
         ]
-    threshold = spec.minhash_dedup.threshold if spec.minhash_dedup else 1.0
+    threshold = minhash.threshold if minhash else 1.0
     decided = delayed(decide)(edges, sigs, threshold)
     writes = [delayed(_write_decisions)(decided, spec, plan.index) for plan in plans]
-    client.compute(writes, sync=True)
+    if minhash is None:
+        client.compute(writes, sync=True)
+        return
+    staging = join(spec.output.url, "dedup", "_index-staging")
+    writes += [
+        delayed(_write_index_part)(part, decided, staging, f"{fingerprint}-part-{plan.index:05d}.parquet")
+        for part, plan in zip(parts, plans, strict=False)
+    ]
+    writes += [delayed(_copy_index_part)(url, staging) for url in old_urls]
+    counts = client.compute(writes, sync=True)
+    commit_index(staging, join(spec.output.url, "dedup", "index"), minhash, sum(counts[len(plans) :]))
 
 
 def load_decisions(spec: WorkflowSpec, partition: int) -> pa.Table:

@@ -47,11 +47,20 @@ def minhash_keys(table: pa.Table, config: MinHashDedupConfig, order: np.ndarray)
     """``(signatures, band rows)`` of a batch: one row per document with shingles, one per (document, band)."""
     sig = signatures(table.column("text"), config)
     usable = has_shingles(sig)
-    sig, order = sig[usable], order[usable]
+    sigs = pd.DataFrame(
+        {
+            "order": order[usable],
+            "sig": [row.tobytes() for row in sig[usable]],
+            "id": table.column("id").filter(pa.array(usable)).to_pandas(),
+            "source": table.column("source").filter(pa.array(usable)).to_pandas(),
+        }
+    )
+    return sigs, band_rows(sig[usable], order[usable], config)
+
+
+def band_rows(sig: np.ndarray, order: np.ndarray, config: MinHashDedupConfig) -> pd.DataFrame:
     keys = band_keys(sig, config) ^ (np.arange(config.bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-    bands = pd.DataFrame({"bucket": keys.ravel(), "order": np.repeat(order, config.bands)})
-    sigs = pd.DataFrame({"order": order, "sig": [row.tobytes() for row in sig]})
-    return sigs, bands
+    return pd.DataFrame({"bucket": keys.ravel(), "order": np.repeat(order, config.bands)})
 
 
 def bucket_edges(bands: pd.DataFrame) -> pd.DataFrame:

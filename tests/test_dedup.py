@@ -183,3 +183,47 @@ def test_bad_input_rules(tmp_path: Path) -> None:
     assert funnel.dropped == {"exact_duplicate": 3} and funnel.kept == 2
     docs = pq.read_table(tmp_path / "out" / "docs").to_pandas().set_index("id")
     assert docs.loc["t5", "status"] == "exact_duplicate" and docs.loc["t4", "status"] == "kept"
+
+
+def test_incremental_dedup_against_an_earlier_index(tmp_path: Path) -> None:
+    """Job 2 deduplicates a new crawl against job 1's index; job 3 against job 2's (old + new)."""
+    originals = real_paragraphs(90)
+    for name in ("crawl1", "crawl2", "crawl3"):
+        (tmp_path / name).mkdir()
+    _write_jsonl(tmp_path / "crawl1" / "a.jsonl", originals[:40], "one-")
+    # crawl 2: light edits of crawl 1's documents, and new documents
+    edited = [t.split(" ", 2)[2] + " plus a few new words" for t in originals[:20]]
+    _write_jsonl(tmp_path / "crawl2" / "a.jsonl", edited + originals[40:70], "two-")
+    # crawl 3: copies of crawl 2's new documents and of crawl 1's, and new ones
+    _write_jsonl(tmp_path / "crawl3" / "a.jsonl", originals[40:50] + originals[:5] + originals[70:90], "three-")
+
+    run_workflow(dedup_spec(str(tmp_path / "crawl1"), str(tmp_path / "out1")), workers=1, show_progress=False)
+    index1 = tmp_path / "out1" / "dedup" / "index"
+    assert json.loads((index1 / "_INDEX.json").read_text())["documents"] == 40
+
+    second = dedup_spec(str(tmp_path / "crawl2"), str(tmp_path / "out2"), index=str(index1))
+    funnel = run_workflow(second, workers=1, show_progress=False).manifest.funnel
+    assert funnel.dropped == {"near_duplicate": 20} and funnel.kept == 30
+    index2 = tmp_path / "out2" / "dedup" / "index"
+    assert json.loads((index2 / "_INDEX.json").read_text())["documents"] == 70
+
+    third = dedup_spec(str(tmp_path / "crawl3"), str(tmp_path / "out3"), index=str(index2))
+    funnel = run_workflow(third, workers=1, show_progress=False).manifest.funnel
+    assert funnel.dropped == {"exact_duplicate": 15} and funnel.kept == 20
+    table = pq.read_table(tmp_path / "out3" / "dedup" / "clusters.parquet").to_pandas()
+    assert (table.loc[~table["kept"], "cluster"] < 0).all(), "the kept copies live in the index"
+
+
+def test_index_with_other_settings_is_refused(tmp_path: Path) -> None:
+    from storage.dedup_index import DedupIndexError
+
+    (tmp_path / "in").mkdir()
+    _write_jsonl(tmp_path / "in" / "a.jsonl", real_paragraphs(5), "d")
+    run_workflow(dedup_spec(str(tmp_path / "in"), str(tmp_path / "out1")), workers=1, show_progress=False)
+    index = str(tmp_path / "out1" / "dedup" / "index")
+    with pytest.raises(DedupIndexError, match="built with MinHash settings"):
+        run_workflow(dedup_spec(str(tmp_path / "in"), str(tmp_path / "o2"), index=index, bands=7, rows=16),
+                     workers=1, show_progress=False)  # fmt: skip
+    with pytest.raises(DedupIndexError, match="incomplete"):
+        run_workflow(dedup_spec(str(tmp_path / "in"), str(tmp_path / "o3"), index=str(tmp_path)), workers=1,
+                     show_progress=False)  # fmt: skip
