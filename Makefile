@@ -32,7 +32,8 @@ test: lint
 	$(BIN)/pytest -m "not slow"
 
 bench: test-deps
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/bench_tokenize.py
+	$(BIN)/python bench/bench_dedup.py
 
 clean:
 	rm -rf out bench/results
