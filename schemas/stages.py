@@ -94,8 +94,78 @@ class MinHashDedupConfig(StageBase):
         return self.bands * self.rows
 
 
+class GopherQualityRules(StageBase):
+    """Gopher quality rules (Rae et al. 2021, table A1); datatrove's thresholds. ``None`` turns one off."""
+
+    enabled: bool = True
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: float | None = 3
+    max_avg_word_length: float | None = 10
+    max_symbol_word_ratio: float | None = 0.1
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    max_non_alpha_words_ratio: float | None = Field(0.8, description="Minimum share of words with a letter.")
+    min_stop_words: int | None = 2
+    stop_words: tuple[str, ...] = ("the", "be", "to", "of", "and", "that", "have", "with")
+
+
+class GopherRepetitionRules(StageBase):
+    """Gopher repetition rules: duplicate lines/paragraphs and repeated n-grams (datatrove's thresholds)."""
+
+    enabled: bool = True
+    dup_line_frac: float | None = 0.3
+    dup_para_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    dup_para_char_frac: float | None = 0.2
+    top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
+    dup_n_grams: tuple[tuple[int, float], ...] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+
+
+class C4Rules(StageBase):
+    """C4 rules (Raffel et al. 2020) as datatrove's C4QualityFilter applies them, line by line."""
+
+    enabled: bool = True
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = True
+    min_num_sentences: int = Field(5, description="-1 turns it off.")
+    min_words_per_line: int = 3
+    max_word_length: int = Field(1000, description="-1 turns it off.")
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    filter_policy: bool = True
+    rewrite_text: bool = Field(True, description="Keep only the lines C4 keeps, as datatrove does.")
+
+
+class FineWebRules(StageBase):
+    """FineWeb's own quality rules (Penedo et al. 2024), datatrove's thresholds."""
+
+    enabled: bool = True
+    line_punct_thr: float = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: float = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+
+
+class QualityConfig(StageBase):
+    """Quality filtering with the published heuristics, in datatrove's order: Gopher repetition, Gopher quality,
+    C4, FineWeb. A dropped document records the first rule that fired (``gopher_quality:min_doc_words``)
+    and its measured value; every signal is also kept as a column for audits."""
+
+    stage: Literal["quality"] = "quality"
+    gopher_repetition: GopherRepetitionRules = GopherRepetitionRules()
+    gopher_quality: GopherQualityRules = GopherQualityRules()
+    c4: C4Rules = C4Rules()
+    fineweb: FineWebRules = FineWebRules()
+    drop: bool = Field(True, description="False: only tag the documents with their signals and verdict.")
+
+
 StageConfig = Annotated[
-    TokenizeConfig | PackConfig | ExactDedupConfig | MinHashDedupConfig, Field(discriminator="stage")
+    TokenizeConfig | PackConfig | ExactDedupConfig | MinHashDedupConfig | QualityConfig,
+    Field(discriminator="stage"),
 ]
 #: Stages that see the whole corpus at once (run between two per-partition passes).
 GLOBAL_STAGES = ("exact_dedup", "minhash_dedup")

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from stages.pack import pack
+from stages.quality import quality
 from stages.tokenize import tokenize
 
 StageFunction = Callable[[pa.Table, Any], pa.Table]
@@ -20,6 +21,7 @@ StageFunction = Callable[[pa.Table, Any], pa.Table]
 REGISTRY: dict[str, StageFunction] = {
     "tokenize": tokenize,
     "pack": pack,
+    "quality": quality,
 }
 
 

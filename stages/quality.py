@@ -1,0 +1,303 @@
+"""The quality stage: Gopher repetition, Gopher quality, C4 and FineWeb rules on whole Arrow batches.
+
+Signals (``q_*`` columns) are measured for every document, then each rule set decides in datatrove's order and
+the first rule that fires names the drop (``gopher_quality:min_doc_words``) with its value (``q_value``).
+Words come from :mod:`stages.words` (spaCy-like), lines and paragraphs from Arrow splits, duplicates and n-grams
+from :mod:`stages.text_stats`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION
+
+from schemas.document import DROP_REASON
+from schemas.stages import C4Rules, FineWebRules, GopherQualityRules, GopherRepetitionRules, QualityConfig
+from stages.minhash import word_hashes
+from stages.text_stats import (
+    NGrams,
+    duplicates,
+    first_occurrences,
+    repeated_ngram_chars_bound,
+    repeated_ngram_chars_exact,
+    split_flat,
+    top_ngram_chars,
+)
+from stages.words import Words, split_words
+
+NOT_SYMBOL = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(PUNCTUATION_SET)) + "]"
+TERMINAL = "(?:" + "|".join(f"\\x{{{ord(c):x}}}" for c in sorted(TERMINAL_PUNCTUATION)) + ")$"
+SPLITLINES = r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x{85}\x{2028}\x{2029}]"
+INDENT = r"[^\S\n\r\x0b\x0c\x1c\x1d\x1e\x{85}\x{2028}\x{2029}]"  # whitespace that does not end a line
+CITATION = r"\[\d*]|\[edit]|\[citation needed]"
+POLICY = r"terms of use|privacy policy|cookie policy|uses cookies|use of cookies|use cookies"
+SENTENCE_END = r"[.!?…։؟۔।॥。！？]+[\"'”’)\]]*(?:\s|$)"
+
+
+class Verdicts:
+    """First failing rule per document, in the order the rules are applied."""
+
+    def __init__(self, n: int) -> None:
+        self.reason = np.full(n, None, dtype=object)
+        self.value = np.full(n, np.nan)
+
+    def check(self, name: str, failed: np.ndarray, value: np.ndarray) -> None:
+        new = failed & (self.reason == None)  # noqa: E711 - elementwise on an object array
+        self.reason[new] = name
+        self.value[new] = np.asarray(value, dtype=np.float64)[new] if np.ndim(value) else value
+
+    def check_subset(self, rows: np.ndarray, other: Verdicts) -> None:
+        """Merge the verdicts of a rule set that ran on ``rows`` only."""
+        fired = other.reason != None  # noqa: E711
+        self.reason[rows[fired]] = other.reason[fired]
+        self.value[rows[fired]] = other.value[fired]
+
+    @property
+    def open(self) -> np.ndarray:
+        return self.reason == None  # noqa: E711
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.maximum(b, 1), 0.0)
+
+
+def _np(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _word_stats(words: Words) -> dict[str, np.ndarray]:
+    tokens = words.tokens
+    hashes = word_hashes(tokens)
+    length = pc.utf8_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
+    # Letters-and-digits tokens (most of them) are settled without a regex: they hold a non-symbol
+    # character, and a letter unless they are all digits.
+    plain = pc.utf8_is_alnum(tokens).to_numpy(zero_copy_only=False)
+    non_symbol = plain.copy()
+    alpha = plain & ~pc.utf8_is_digit(tokens).to_numpy(zero_copy_only=False)
+    rest = pa.array(~plain)
+    others = tokens.filter(rest)
+    non_symbol[~plain] = pc.match_substring_regex(others, NOT_SYMBOL).to_numpy(zero_copy_only=False)
+    alpha[~plain] = pc.match_substring_regex(others, r"\p{L}").to_numpy(zero_copy_only=False)
+    return {"hash": hashes, "len": length, "non_symbol": non_symbol, "alpha": alpha}
+
+
+def gopher_repetition(text: pa.Array, words: Words, stats: dict, rules: GopherRepetitionRules, v: Verdicts,
+                      signals: dict) -> None:  # fmt: skip
+    n = len(text)
+    chars = _np(pc.utf8_length(text))
+    paras, powner, pcount = split_flat(pc.utf8_trim_whitespace(text), r"\n{2,}")
+    dup_paras, dup_para_chars = duplicates(paras, powner, n)
+    lines, lowner, lcount = split_flat(text, r"\n+")
+    dup_lines, dup_line_chars = duplicates(lines, lowner, n)
+    signals["q_dup_para_frac"] = _ratio(dup_paras, pcount)
+    signals["q_dup_para_char_frac"] = _ratio(dup_para_chars, chars)
+    signals["q_dup_line_frac"] = _ratio(dup_lines, lcount)
+    signals["q_dup_line_char_frac"] = _ratio(dup_line_chars, chars)
+    for key in ("dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac"):
+        limit = getattr(rules, key)
+        if limit:
+            v.check(f"gopher_repetition:{key}", signals[f"q_{key}"] > limit, signals[f"q_{key}"])
+    grams = NGrams(stats["hash"], stats["len"], words.doc)
+    # n-gram signals are measured only for documents no earlier rule dropped (NaN for the others).
+    for size, limit in sorted(rules.top_n_grams):
+        measured = v.open.copy()
+        top, has = top_ngram_chars(grams, size, n, measured)
+        signals[f"q_top_{size}_gram_frac"] = np.where(measured, _ratio(top, chars), np.nan)
+        v.check(f"gopher_repetition:top_{size}_gram", has & (signals[f"q_top_{size}_gram_frac"] > limit),
+                signals[f"q_top_{size}_gram_frac"])  # fmt: skip
+    starts = np.searchsorted(words.doc, np.arange(n + 1))
+    for size, limit in sorted(rules.dup_n_grams):
+        measured = v.open.copy()
+        frac = np.where(measured, _ratio(repeated_ngram_chars_bound(grams, size, n, measured), chars), np.nan)
+        need = measured & (frac > limit)
+        first_occurrences(grams, size, need)
+        for doc in np.flatnonzero(need):
+            a, b = starts[doc], starts[doc + 1]
+            frac[doc] = repeated_ngram_chars_exact(grams, size, a, b - a) / chars[doc]
+        signals[f"q_dup_{size}_gram_frac"] = frac
+        v.check(f"gopher_repetition:duplicated_{size}_n_grams", frac > limit, frac)
+
+
+def gopher_quality(text: pa.Array, words: Words, stats: dict, rules: GopherQualityRules, v: Verdicts,
+                   signals: dict) -> None:  # fmt: skip
+    n_words = words.count().astype(np.float64)
+    non_symbol = words.per_doc(stats["non_symbol"].astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        avg_len = words.per_doc(stats["len"] * stats["non_symbol"]) / non_symbol
+    hashes = _np(pc.count_substring(text, "#"))
+    ellipsis = _np(pc.count_substring(text, "...")) + _np(pc.count_substring(text, "…"))
+    lines = (
+        _np(pc.count_substring_regex(text, SPLITLINES)) + 1 - _np(pc.match_substring_regex(text, f"(?:{SPLITLINES})$"))
+    )
+    # Arrow re-anchors ^ at every match, so line starts are found as "after a line break" in "\n" + text.
+    bullets = _np(
+        pc.count_substring_regex(pc.binary_join_element_wise("\n", text, ""), rf"(?:{SPLITLINES}){INDENT}*[•-]")
+    )
+    end_ellipsis = _np(
+        pc.count_substring_regex(
+            text, rf"(?:\.\.\.|…)[^\S\n\r\x0b\x0c\x1c\x1d\x1e\x{{85}}\x{{2028}}\x{{2029}}]*(?:{SPLITLINES}|$)"
+        )
+    )
+    lower = pc.utf8_lower(words.tokens)
+    stop_words = np.zeros(len(text))
+    for word in set(rules.stop_words):
+        stop_words += (
+            np.bincount(words.doc[pc.equal(lower, word).to_numpy(zero_copy_only=False)], minlength=len(text)) > 0
+        )
+    signals.update(
+        q_words=n_words, q_non_symbol_words=non_symbol, q_avg_word_length=avg_len,
+        q_hash_ratio=_ratio(hashes, n_words), q_ellipsis_ratio=_ratio(ellipsis, n_words),
+        q_bullet_lines_ratio=_ratio(bullets, lines), q_ellipsis_lines_ratio=_ratio(end_ellipsis, lines),
+        q_alpha_words_ratio=_ratio(words.per_doc(stats["alpha"].astype(np.float64)), n_words),
+        q_stop_words=stop_words,
+    )  # fmt: skip
+    s = signals
+    checks = [
+        ("min_doc_words", rules.min_doc_words, non_symbol < (rules.min_doc_words or 0), non_symbol),
+        ("max_doc_words", rules.max_doc_words, non_symbol > (rules.max_doc_words or np.inf), non_symbol),
+        ("min_avg_word_length", rules.min_avg_word_length, avg_len < (rules.min_avg_word_length or 0), avg_len),
+        ("max_avg_word_length", rules.max_avg_word_length, avg_len > (rules.max_avg_word_length or np.inf), avg_len),
+        ("max_hash_ratio", rules.max_symbol_word_ratio, s["q_hash_ratio"] > (rules.max_symbol_word_ratio or np.inf),
+         s["q_hash_ratio"]),
+        ("max_ellipsis_ratio", rules.max_symbol_word_ratio,
+         s["q_ellipsis_ratio"] > (rules.max_symbol_word_ratio or np.inf), s["q_ellipsis_ratio"]),
+        ("max_bullet_lines_ratio", rules.max_bullet_lines_ratio,
+         s["q_bullet_lines_ratio"] > (rules.max_bullet_lines_ratio or np.inf), s["q_bullet_lines_ratio"]),
+        ("max_ellipsis_lines_ratio", rules.max_ellipsis_lines_ratio,
+         s["q_ellipsis_lines_ratio"] > (rules.max_ellipsis_lines_ratio or np.inf), s["q_ellipsis_lines_ratio"]),
+        ("min_alpha_words_ratio", rules.max_non_alpha_words_ratio,
+         s["q_alpha_words_ratio"] < (rules.max_non_alpha_words_ratio or 0), s["q_alpha_words_ratio"]),
+        ("min_stop_words", rules.min_stop_words, stop_words < (rules.min_stop_words or 0), stop_words),
+    ]  # fmt: skip
+    for name, limit, failed, value in checks:
+        if limit:
+            v.check(f"gopher_quality:{name}", failed, value)
+
+
+def c4(text: pa.Array, rules: C4Rules, v: Verdicts, signals: dict) -> pa.Array:
+    """C4's line filters; returns the text of the kept lines (the rewrite datatrove applies)."""
+    n = len(text)
+    lists = pc.split_pattern_regex(text, SPLITLINES)
+    counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    # splitlines() has no empty last element after a final line break
+    trailing = pc.match_substring_regex(text, f"(?:{SPLITLINES})$").to_numpy(zero_copy_only=False)
+    lines = pc.utf8_trim_whitespace(lists.flatten())
+    owner = np.repeat(np.arange(n), counts)
+    last = np.cumsum(counts) - 1
+    real = np.ones(len(lines), bool)
+    real[last[trailing & (counts > 0)]] = False
+    line_words = pc.utf8_split_whitespace(lines)
+    n_words = pc.list_value_length(line_words).to_numpy(zero_copy_only=False)
+    keep = real.copy()
+    if rules.max_word_length != -1:
+        word_len = pc.utf8_length(line_words.flatten()).to_numpy(zero_copy_only=False)
+        longest = np.zeros(len(lines), np.int64)
+        np.maximum.at(longest, np.repeat(np.arange(len(lines)), n_words), word_len)
+        keep &= longest <= rules.max_word_length
+    if rules.remove_citations:
+        lines = pc.replace_substring_regex(lines, CITATION, "")
+    if rules.filter_no_terminal_punct:
+        ends = pc.match_substring_regex(lines, r"[.?!\"']$").to_numpy(zero_copy_only=False)
+        ellipsis = pc.ends_with(lines, "...").to_numpy(zero_copy_only=False)
+        keep &= ends & ~ellipsis
+    keep &= n_words >= rules.min_words_per_line
+    lowered = pc.utf8_lower(lines)
+    lorem = keep & pc.match_substring(lowered, "lorem ipsum").to_numpy(zero_copy_only=False)
+    if rules.filter_javascript:
+        keep &= ~pc.match_substring(lowered, "javascript").to_numpy(zero_copy_only=False)
+    curly = keep & pc.match_substring(lines, "{").to_numpy(zero_copy_only=False) & ~lorem
+    if rules.filter_policy:
+        keep &= ~pc.match_substring_regex(lowered, POLICY).to_numpy(zero_copy_only=False)
+    # The document is dropped at the first line (in order) that is lorem ipsum or has a curly bracket.
+    flags = []
+    if rules.filter_lorem_ipsum:
+        flags.append(("c4:lorem_ipsum", lorem))
+    if rules.filter_curly_bracket:
+        flags.append(("c4:curly_bracket", curly))
+    first = np.full(n, np.iinfo(np.int64).max)
+    firsts = {}
+    for name, flag in flags:
+        where = np.full(n, np.iinfo(np.int64).max)
+        index = np.flatnonzero(flag)
+        np.minimum.at(where, owner[index], index)
+        firsts[name] = where
+        first = np.minimum(first, where)
+    for name, where in firsts.items():
+        v.check(name, (where == first) & (where < np.iinfo(np.int64).max), 1.0)
+    sentences = _np(pc.count_substring_regex(lines, SENTENCE_END))
+    sentences = np.maximum(sentences, 1) * keep
+    per_doc = np.bincount(owner, weights=sentences, minlength=n)
+    signals["q_c4_sentences"] = per_doc
+    signals["q_c4_kept_lines"] = np.bincount(owner, weights=keep.astype(np.float64), minlength=n)
+    if rules.min_num_sentences != -1:
+        v.check("c4:too_few_sentences", per_doc < rules.min_num_sentences, per_doc)
+    if not rules.rewrite_text:
+        return text
+    kept_counts = np.bincount(owner, weights=keep.astype(np.float64), minlength=n).astype(np.int32)
+    offsets = pa.array(np.r_[0, np.cumsum(kept_counts)].astype(np.int32))
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, lines.filter(pa.array(keep))), "\n")
+    return pc.utf8_trim_whitespace(joined)
+
+
+def fineweb(text: pa.Array, rules: FineWebRules, v: Verdicts, signals: dict) -> None:
+    n = len(text)
+    lines, owner, _ = split_flat(text, "\n")
+    nonempty = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0)
+    lines, owner = lines.filter(nonempty), owner[nonempty.to_numpy(zero_copy_only=False)]
+    n_lines = np.bincount(owner, minlength=n).astype(np.float64)
+    v.check("fineweb:empty", n_lines == 0, 0.0)
+    ends = pc.match_substring_regex(lines, TERMINAL).to_numpy(zero_copy_only=False).astype(np.float64)
+    punct = _ratio(np.bincount(owner, weights=ends, minlength=n), n_lines)
+    short = _np(pc.less_equal(pc.utf8_length(lines), rules.short_line_length))
+    short_ratio = _ratio(np.bincount(owner, weights=short, minlength=n), n_lines)
+    _, dup_chars = duplicates(lines, owner, n)
+    char_dup = _ratio(dup_chars, _np(pc.utf8_length(text)) - _np(pc.count_substring(text, "\n")))
+    words = split_words(text).count().astype(np.float64)
+    list_ratio = _ratio(_np(pc.count_substring(text, "\n")), words)
+    signals.update(q_line_punct_ratio=punct, q_short_line_ratio=short_ratio, q_char_dup_ratio=char_dup,
+                   q_list_ratio=list_ratio)  # fmt: skip
+    zero_ok = rules.line_punct_exclude_zero & (punct == 0)
+    v.check("fineweb:line_punct_ratio", (punct < rules.line_punct_thr) & ~zero_ok, punct)
+    v.check("fineweb:short_line_ratio", short_ratio > rules.short_line_thr, short_ratio)
+    v.check("fineweb:char_dup_ratio", char_dup > rules.char_duplicates_ratio, char_dup)
+    v.check("fineweb:list_ratio", list_ratio > rules.new_line_ratio, list_ratio)
+
+
+def quality(table: pa.Table, config: QualityConfig) -> pa.Table:
+    """Add the ``q_*`` signals, ``q_reason``/``q_value``, and (with ``drop``) set ``drop_reason``."""
+    text = table.column("text").combine_chunks()
+    n = len(text)
+    verdicts = Verdicts(n)
+    signals: dict[str, np.ndarray] = {}
+    if config.gopher_repetition.enabled or config.gopher_quality.enabled:
+        words = split_words(text)
+        stats = _word_stats(words)
+        if config.gopher_repetition.enabled:
+            gopher_repetition(text, words, stats, config.gopher_repetition, verdicts, signals)
+        if config.gopher_quality.enabled:
+            gopher_quality(text, words, stats, config.gopher_quality, verdicts, signals)
+    rewritten = text
+    if config.c4.enabled:
+        rewritten = c4(text, config.c4, verdicts, signals)
+    if config.fineweb.enabled:
+        survivors = np.flatnonzero(verdicts.open)
+        sub = Verdicts(len(survivors))
+        sub_signals: dict[str, np.ndarray] = {}
+        fineweb(rewritten.take(pa.array(survivors)), config.fineweb, sub, sub_signals)
+        verdicts.check_subset(survivors, sub)
+        for name, values in sub_signals.items():
+            full = np.full(n, np.nan)
+            full[survivors] = values
+            signals[name] = full
+    for name, values in signals.items():
+        table = table.append_column(name, pa.array(np.asarray(values, np.float64)))
+    table = table.append_column("q_reason", pa.array(verdicts.reason.tolist(), pa.string()))
+    table = table.append_column("q_value", pa.array(verdicts.value))
+    if config.drop:
+        table = table.append_column(DROP_REASON, pa.array(verdicts.reason.tolist(), pa.string()))
+    if config.c4.enabled and config.c4.rewrite_text:
+        table = table.set_column(table.column_names.index("text"), "text", rewritten)
+    return table

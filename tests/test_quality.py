@@ -1,0 +1,164 @@
+"""The quality stage against datatrove's own filters, rule by rule and on a real corpus."""
+
+from __future__ import annotations
+
+import collections
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from schemas.stages import C4Rules, QualityConfig
+from stages.quality import quality
+from stages.text_stats import NGrams, first_occurrences, repeated_ngram_chars_bound, repeated_ngram_chars_exact
+from stages.words import split_words
+
+from .quality_corpus import prose_documents
+
+PROSE = (
+    "The committee met on Tuesday to review the proposal. It was the third meeting of the year, and the "
+    "members agreed that the plan should move forward with a few changes. They asked the staff to prepare a "
+    "report on the costs and to share it with the public before the next session. Several residents spoke in "
+    "favour of the project, while others raised concerns about traffic and noise in the area. The chair "
+    "thanked everyone for their time and closed the meeting shortly after seven in the evening."
+)
+
+
+def gibberish(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct made-up words: text without repetition, so only the rule under test can fire."""
+    rng = random.Random(seed)
+    words: set[str] = set()
+    while len(words) < n:
+        words.add("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 8))))
+    return sorted(words, key=lambda w: rng.random())
+
+
+def datatrove_verdicts(texts: list[str]) -> list[str | None]:
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
+
+    chain = [("gopher_repetition", GopherRepetitionFilter()), ("gopher_quality", GopherQualityFilter()),
+             ("c4", C4QualityFilter()), ("fineweb", FineWebQualityFilter())]  # fmt: skip
+    verdicts: list[str | None] = []
+    for i, text in enumerate(texts):
+        doc = Document(text=text, id=str(i))
+        verdict = None
+        for name, step in chain:
+            result = step.filter(doc)  # C4 rewrites doc.text, as in a datatrove pipeline
+            if result is not True:
+                verdict = f"{name}:{result[1] if isinstance(result, tuple) else ''}"
+                break
+        verdicts.append(verdict)
+    return verdicts
+
+
+def test_agreement_with_datatrove_on_real_prose() -> None:
+    texts = prose_documents(1500)
+    ours = quality(pa.table({"text": texts}), QualityConfig()).column("q_reason").to_pylist()
+    theirs = datatrove_verdicts(texts)
+    same = sum((a is None) == (b is None) for a, b in zip(ours, theirs, strict=True))
+    agreement = same / len(texts)
+    disagreements = collections.Counter((a, b) for a, b in zip(ours, theirs, strict=True) if (a is None) != (b is None))
+    print(f"\nkeep/drop agreement with datatrove: {agreement:.4f} on {len(texts)} documents")
+    for (a, b), count in disagreements.most_common():
+        print(f"  {count:3d}  refinery={a}  datatrove={b}")
+    assert agreement >= 0.99
+    # Where both drop, the same rule set fires first in the large majority of cases.
+    both = [(a, b) for a, b in zip(ours, theirs, strict=True) if a and b]
+    assert sum(a.split(":")[0] == b.split(":")[0] for a, b in both) / len(both) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("Too short to be a document.", "gopher_repetition:top_2_gram"),
+        (" ".join(PROSE.split()[:40]), "gopher_quality:min_doc_words"),
+        (PROSE + "\nlorem ipsum dolor sit amet, consectetur adipiscing elit.", "c4:lorem_ipsum"),
+        (PROSE + "\nThe function returns {a: 1} when called.", "c4:curly_bracket"),
+        ("the and\n" + "\n".join("- " + " ".join(gibberish(480)[i::60]) for i in range(60)),
+         "gopher_quality:max_bullet_lines_ratio"),
+        ((PROSE + "\n\n") * 3, "gopher_repetition:dup_para_frac"),
+        ("the and " + " ".join("#" + w for w in gibberish(100)), "gopher_quality:max_hash_ratio"),
+        ("the and a " + " ".join(str(100_000 + 7919 * i) for i in range(100)), "gopher_quality:min_alpha_words_ratio"),
+    ],
+)  # fmt: skip
+def test_each_rule_names_itself_and_its_value(text: str, reason: str) -> None:
+    out = quality(pa.table({"text": [text]}), QualityConfig())
+    assert out.column("q_reason").to_pylist() == [reason]
+    theirs = datatrove_verdicts([text])[0]
+    assert theirs is not None and theirs.split(":")[0] == reason.split(":")[0], theirs
+    assert out.column("drop_reason").to_pylist() == [reason]
+    assert out.column("q_value").to_pylist()[0] == out.column("q_value").to_pylist()[0]  # a number, not NaN
+
+
+def test_clean_prose_passes_and_keeps_its_signals() -> None:
+    out = quality(pa.table({"text": [PROSE]}), QualityConfig())
+    assert out.column("q_reason").to_pylist() == [None]
+    row = out.to_pylist()[0]
+    assert row["q_words"] > 90 and 4 < row["q_avg_word_length"] < 6 and row["q_stop_words"] >= 4
+    assert row["q_c4_sentences"] == 5
+
+
+def test_rules_switch_off_and_tag_only() -> None:
+    text = PROSE + "\nlorem ipsum dolor sit amet, consectetur adipiscing elit."
+    off = QualityConfig(c4=C4Rules(filter_lorem_ipsum=False))
+    assert quality(pa.table({"text": [text]}), off).column("q_reason").to_pylist() == [None]
+    tag_only = quality(pa.table({"text": [text]}), QualityConfig(drop=False))
+    assert "drop_reason" not in tag_only.column_names
+    assert tag_only.column("q_reason").to_pylist() == ["c4:lorem_ipsum"]
+
+
+def test_words_match_spacy() -> None:
+    from datatrove.utils.text import split_into_words
+
+    texts = [
+        "Hello, world... It's (really) well-known: U.S. e.g. 3.14 1,000 10:30 don't can't I'm http://x.com/a?b=c",
+        '#tag -- a--b a/b $5 50% “quoted” end. • bullet\n- dash\n\nnew para!!! ok?! ("nested").',
+    ]
+    words = split_words(pa.array(texts))
+    for i, text in enumerate(texts):
+        assert words.tokens.filter(pa.array(words.doc == i)).to_pylist() == split_into_words(text)
+
+
+def test_greedy_repeated_ngrams_equal_datatrove() -> None:
+    """Our n-grams compare word sequences; datatrove's compare "".join(words), so ["ab", "c"] equals ["a", "bc"]
+    there. The words here (all "w" + one digit) join unambiguously, so the two must agree exactly."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+
+    from stages.minhash import word_hashes
+
+    rng = random.Random(0)
+    for _ in range(500):
+        vocab = [f"w{i}" for i in range(rng.randint(1, 6))]
+        docs = [[rng.choice(vocab) for _ in range(rng.randint(0, 50))] for _ in range(2)]
+        n = rng.randint(2, 10)
+        words = docs[0] + docs[1]
+        if len(words) < n:
+            continue
+        owner = np.array([0] * len(docs[0]) + [1] * len(docs[1]))
+        grams = NGrams(word_hashes(pa.array(words, pa.string())), np.array([len(w) for w in words]), owner)
+        bound = repeated_ngram_chars_bound(grams, n, 2)
+        first_occurrences(grams, n, np.array([True, True]))
+        for d, start in ((0, 0), (1, len(docs[0]))):
+            expected = find_all_duplicate(docs[d], n)
+            assert repeated_ngram_chars_exact(grams, n, start, len(docs[d])) == expected
+            assert bound[d] >= expected
+
+
+def test_odd_text_is_handled_by_rule() -> None:
+    texts = [
+        "control\x00chars\x07 " * 40,
+        "MÃ©tÃ©o franÃ§aise: le temps sera ensoleillÃ© demain " * 10,
+        "1234 5678 !!! ??? ... --- " * 50,
+        "word" * 12_000_000,  # one 48 MB line without a space
+    ]
+    out = quality(pa.table({"text": texts}), QualityConfig())
+    reasons = out.column("q_reason").to_pylist()
+    assert all(reasons), "none of these is a usable document, and each gets a named reason"
+    assert reasons[3] == "gopher_quality:min_doc_words"
