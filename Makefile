@@ -34,6 +34,7 @@ test: lint
 bench: test-deps
 	$(BIN)/python bench/bench_tokenize.py
 	$(BIN)/python bench/bench_dedup.py
+	$(BIN)/python bench/bench_quality.py
 
 clean:
 	rm -rf out bench/results

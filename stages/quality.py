@@ -15,7 +15,6 @@ from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION
 
 from schemas.document import DROP_REASON
 from schemas.stages import C4Rules, FineWebRules, GopherQualityRules, GopherRepetitionRules, QualityConfig
-from stages.minhash import word_hashes
 from stages.text_stats import (
     NGrams,
     duplicates,
@@ -23,6 +22,7 @@ from stages.text_stats import (
     repeated_ngram_chars_bound,
     repeated_ngram_chars_exact,
     split_flat,
+    string_ids,
     top_ngram_chars,
 )
 from stages.words import Words, split_words
@@ -70,7 +70,7 @@ def _np(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def _word_stats(words: Words) -> dict[str, np.ndarray]:
     tokens = words.tokens
-    hashes = word_hashes(tokens)
+    hashes = string_ids(tokens)
     length = pc.utf8_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
     # Letters-and-digits tokens (most of them) are settled without a regex: they hold a non-symbol
     # character, and a letter unless they are all digits.

@@ -11,7 +11,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.minhash import _mix, word_hashes
+from stages.minhash import _mix
+
+
+def string_ids(strings: pa.Array) -> np.ndarray:
+    """An exact id per distinct string (Arrow's hash-table dictionary encoding), mixed into 64 bits so that
+    ids can be combined into n-gram keys."""
+    if len(strings) == 0:
+        return np.zeros(0, np.uint64)
+    codes = pc.dictionary_encode(strings).indices.to_numpy(zero_copy_only=False).astype(np.uint64)
+    return _mix(codes + np.uint64(1))
 
 
 def split_flat(text: pa.Array, pattern: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -25,7 +34,7 @@ def duplicates(parts: pa.Array, owner: np.ndarray, n_docs: int) -> tuple[np.ndar
     """datatrove's ``find_duplicates`` per document: (repeated elements, characters of the repeats)."""
     if len(parts) == 0:
         return np.zeros(n_docs), np.zeros(n_docs)
-    hashes = word_hashes(parts)
+    hashes = string_ids(parts)
     repeat = _later_occurrence(owner, hashes)
     lengths = pc.utf8_length(parts).to_numpy(zero_copy_only=False).astype(np.float64)
     return (

@@ -1,0 +1,96 @@
+"""Quality filtering: Refinery's ``quality`` stage vs datatrove's four filters, same corpus, one run.
+
+datatrove runs JsonlReader → GopherRepetitionFilter → GopherQualityFilter → C4QualityFilter →
+FineWebQualityFilter → JsonlWriter with LocalPipelineExecutor; Refinery runs ingest → quality → OUT/docs on Dask.
+Same worker count; words are split by spaCy in datatrove and by Refinery's Arrow rules here.
+
+    python bench/bench_quality.py [--size-mb 16] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from distributed import Client, LocalCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_tokenize import text_mb
+from corpus import build
+
+from pipeline.runner import run_workflow
+from schemas.spec import parse_spec
+
+HERE = Path(__file__).resolve().parent
+
+
+def datatrove_filters(corpus: Path, out: Path, workers: int) -> float:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    pipeline = [
+        JsonlReader(str(corpus)),
+        GopherRepetitionFilter(),
+        GopherQualityFilter(),
+        C4QualityFilter(),
+        FineWebQualityFilter(),
+        JsonlWriter(str(out / "kept")),
+    ]
+    files = len(list(corpus.glob("*.jsonl")))
+    start = time.perf_counter()
+    LocalPipelineExecutor(pipeline, tasks=files, workers=workers, logging_dir=str(out / "logs")).run()
+    return time.perf_counter() - start
+
+
+def refinery_quality(corpus: Path, out: Path, workers: int) -> tuple[float, dict]:
+    spec = parse_spec({"name": "bench-quality", "input": {"url": str(corpus)}, "output": {"url": str(out)},
+                       "stages": [{"stage": "quality"}]})  # fmt: skip
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster),
+    ):
+        start = time.perf_counter()
+        result = run_workflow(spec, scheduler=cluster.scheduler_address, show_progress=False)
+        return time.perf_counter() - start, result.manifest.funnel.model_dump()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    corpus = build(HERE / "data" / f"text-{args.size_mb}mb", args.size_mb)
+    _, mb = text_mb(corpus)
+    scratch = HERE / "results" / "scratch-quality"
+    shutil.rmtree(scratch, ignore_errors=True)
+    dt = datatrove_filters(corpus, scratch / "datatrove", args.workers)
+    ours, funnel = refinery_quality(corpus, scratch / "ours", args.workers)
+    shutil.rmtree(scratch, ignore_errors=True)
+    report = {
+        "corpus_mb": round(mb, 1),
+        "workers": args.workers,
+        "datatrove_mb_s": round(mb / dt, 2),
+        "refinery_mb_s": round(mb / ours, 2),
+        "refinery_vs_datatrove": round(dt / ours, 2),
+        "refinery_kept": funnel["kept"],
+        "refinery_dropped": sum(funnel["dropped"].values()),
+    }
+    for key, value in report.items():
+        print(f"{key:>24}: {value}")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "quality.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
