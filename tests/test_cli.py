@@ -15,12 +15,17 @@ from .conftest import ROOT, SAMPLE, write_jsonl_corpus
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize(("workflow", "pack_index"), [("pretrain.yaml", 3), ("tokenize.yaml", 1)])
-def test_workflows_run_on_any_corpus_with_overrides(workflow: str, pack_index: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("workflow", "pack_index", "extra"),
+    [("pretrain.yaml", 6, ["--set", "stages.1.drop=false"]), ("tokenize.yaml", 1, [])],
+)
+def test_workflows_run_on_any_corpus_with_overrides(
+    workflow: str, pack_index: int, extra: list[str], tmp_path: Path
+) -> None:
     corpus = write_jsonl_corpus(tmp_path / "corpus", files=2, docs_per_file=30)
     out = tmp_path / "out"
     command = [BIN / "refinery", "run", ROOT / "workflows" / workflow, "--input", corpus, "--output", out,
-               "--workers", "2", "--set", f"stages.{pack_index}.seq_len=512"]  # fmt: skip
+               "--workers", "2", "--set", f"stages.{pack_index}.seq_len=512", *extra]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "input" in result.stdout and "kept" in result.stdout and str(out) in result.stdout
@@ -30,9 +35,11 @@ def test_workflows_run_on_any_corpus_with_overrides(workflow: str, pack_index: i
 
 
 def test_demo_corpus_funnel(tmp_path: Path) -> None:
-    """The shipped sample, with its planted bad records, through the main workflow."""
+    """The shipped sample, with its planted bad records, through the main workflow as `make demo` runs it
+    (quality rules tag but do not drop: the sample is documentation and code, not web prose)."""
     out = tmp_path / "demo"
-    command = [BIN / "refinery", "run", ROOT / "workflows" / "pretrain.yaml", "--output", out, "--no-progress"]
+    command = [BIN / "refinery", "run", ROOT / "workflows" / "pretrain.yaml", "--output", out, "--no-progress",
+               "--set", "stages.1.drop=false"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     funnel = json.loads((out / "stats" / "funnel.json").read_text())

@@ -61,7 +61,7 @@ def test_missing_sections_are_named() -> None:
 def test_set_overrides_and_url_overrides(tmp_path: Path) -> None:
     spec = load_spec(
         ROOT / "workflows" / "pretrain.yaml",
-        ["stages.3.seq_len=2048", "stages.3.mode=concat", "output.shard_formats=[parquet]"],
+        ["stages.6.seq_len=2048", "stages.6.mode=concat", "output.shard_formats=[parquet]"],
         input_url="s3://bucket/raw/*.jsonl",
         output_url=str(tmp_path),
     )
@@ -72,8 +72,8 @@ def test_set_overrides_and_url_overrides(tmp_path: Path) -> None:
 
 def test_bad_override_fails_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = str(ROOT / "workflows" / "pretrain.yaml")
-    assert main(["run", spec, "--set", "stages.3.seq_len=-5", "--output", str(tmp_path / "o")]) == 2
-    assert "stages[3].seq_len: must be > 0" in capsys.readouterr().err
+    assert main(["run", spec, "--set", "stages.6.seq_len=-5", "--output", str(tmp_path / "o")]) == 2
+    assert "stages[6].seq_len: must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists(), "a bad spec must fail before any work"
     assert main(["validate", spec, "--set", "stages.9.seq_len=1"]) == 2
 
