@@ -13,6 +13,7 @@ from rich.table import Table
 
 from schemas.manifest import Manifest
 from schemas.spec import SpecError, WorkflowSpec, load_spec
+from stages.mix import MixSelectorError
 from storage.dedup_index import DedupIndexError
 from storage.fs import StorageError
 from storage.readers import UnknownFormatError
@@ -64,6 +65,8 @@ def print_funnel(manifest: Manifest, output: str) -> None:
         table.add_row(f"quarantined: {reason}", f"{count:,}")
     out = Console()
     out.print(table)
+    for bucket, share in manifest.mix.items():
+        out.print(f"mix bucket {bucket}: {share.tokens:,} tokens ({share.share:.1%})")
     out.print(
         f"tokens {funnel.tokens:,} in {funnel.sequences:,} sequences ({funnel.padding:,} padding) "
         f"across {len(manifest.shards)} shard(s)\noutput: {output}  (shards in {output.rstrip('/')}/shards)"
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = run_workflow(spec, args.scheduler, args.workers, show_progress=not args.no_progress)
-    except (StorageError, UnknownFormatError, JobConflictError, DedupIndexError) as error:
+    except (StorageError, UnknownFormatError, JobConflictError, DedupIndexError, MixSelectorError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         return 2
     print_funnel(result.manifest, result.output)

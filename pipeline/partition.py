@@ -22,6 +22,7 @@ from schemas.spec import InputSpec, OutputSpec, WorkflowSpec
 from schemas.stages import GLOBAL_STAGES, PackConfig, StageBase
 from stages import stage_function
 from stages.dedup import apply_decisions
+from stages.mix import MIX_BUCKET, MIX_COPIES
 from storage.fs import join, write_bytes_atomic
 from storage.readers import concat_batches, read_file
 from storage.shards import write_shard
@@ -126,6 +127,12 @@ def write_partition(state: PartitionState, output: OutputSpec) -> PartitionRepor
     write_bytes_atomic(join(out, "docs", f"{plan.name}.parquet"), _parquet_bytes(records))
     write_bytes_atomic(join(out, "quarantine", f"{plan.name}.parquet"), _parquet_bytes(state.quarantine))
     tokens = state.documents.column(N_TOKENS) if N_TOKENS in state.documents.column_names else None
+    mix_tokens: dict[str, int] = {}
+    if tokens is not None and MIX_BUCKET in state.documents.column_names:
+        weighted = pc.multiply(tokens, state.documents.column(MIX_COPIES))
+        grouped = pa.table({"bucket": state.documents.column(MIX_BUCKET), "tokens": weighted})
+        for row in grouped.group_by("bucket").aggregate([("tokens", "sum")]).to_pylist():
+            mix_tokens[row["bucket"]] = int(row["tokens_sum"] or 0)
     report = PartitionReport(
         partition=plan.index,
         sources=list(plan.sources),
@@ -135,6 +142,7 @@ def write_partition(state: PartitionState, output: OutputSpec) -> PartitionRepor
         quarantined=dict(sorted(Counter(state.quarantine.column("reason").to_pylist()).items())),
         tokens=int(pc.sum(tokens).as_py() or 0) if tokens is not None else 0,
         shards=shards,
+        mix_tokens=dict(sorted(mix_tokens.items())),
     )
     marker = json.dumps(report.model_dump(mode="json"), indent=1, sort_keys=True).encode()
     write_bytes_atomic(join(out, "_markers", f"{plan.name}.json"), marker)

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.dedup import compute_decisions, load_decisions
 from pipeline.partition import PartitionPlan, process_partition
-from schemas.manifest import Funnel, Manifest, PartitionReport
+from schemas.manifest import Funnel, Manifest, PartitionReport, mix_shares
 from schemas.spec import WorkflowSpec
 from storage.fs import exists, expand_inputs, join, read_bytes, remove_temporaries, write_bytes_atomic
 from storage.manifest import write_cluster_table, write_manifest
@@ -162,7 +162,9 @@ def _run_partitions(
             ]
             for future in as_completed(futures):
                 if future.status == "error":
-                    raise RuntimeError(f"task {future.key} failed") from future.exception()
+                    error = future.exception()
+                    error.add_note(f"(raised by Dask task {future.key})")
+                    raise error
                 report = future.result()
                 reports[report.partition] = report
                 for step in steps:  # events may trail the result; the bars end complete either way
@@ -188,6 +190,7 @@ def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
         shard_formats=list(spec.output.shard_formats),
         shards=[s for r in reports for s in r.shards],
         funnel=funnel,
+        mix=mix_shares(reports),
     )
     if spec.exact_dedup or spec.minhash_dedup:
         write_cluster_table(spec.output.url, [r.partition for r in reports])

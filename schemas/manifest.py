@@ -30,6 +30,8 @@ class PartitionReport(BaseModel):
     quarantined: dict[str, int] = Field(default_factory=dict)
     tokens: int = 0
     shards: list[ShardEntry] = Field(default_factory=list)
+    #: Tokens each mix bucket contributes after up/down-sampling (copies counted), when a mix stage ran.
+    mix_tokens: dict[str, int] = Field(default_factory=dict)
 
 
 class Funnel(BaseModel):
@@ -68,6 +70,19 @@ class Funnel(BaseModel):
         )
 
 
+class MixShare(BaseModel):
+    tokens: int
+    share: float
+
+
+def mix_shares(reports: list[PartitionReport]) -> dict[str, MixShare]:
+    totals: Counter[str] = Counter()
+    for report in reports:
+        totals.update(report.mix_tokens)
+    grand = sum(totals.values()) or 1
+    return {bucket: MixShare(tokens=t, share=round(t / grand, 6)) for bucket, t in sorted(totals.items())}
+
+
 class Manifest(BaseModel):
     """``OUT/manifest.json``: what a trainer needs to find and check every shard."""
 
@@ -79,3 +94,5 @@ class Manifest(BaseModel):
     shard_formats: list[str]
     shards: list[ShardEntry]
     funnel: Funnel
+    #: Effective token share of each mix bucket (empty without a mix stage).
+    mix: dict[str, MixShare] = Field(default_factory=dict)

@@ -14,6 +14,7 @@ from schemas.stages import (
     GLOBAL_STAGES,
     ExactDedupConfig,
     MinHashDedupConfig,
+    MixConfig,
     PackConfig,
     StageBase,
     StageConfig,
@@ -92,7 +93,20 @@ class WorkflowSpec(BaseModel):
             raise ValueError(f"stages[{where[0]}]: the dedup stages must follow each other (one global step)")
         if where and "tokenize" in names[: where[0]]:
             raise ValueError(f"stages[{where[0]}]: dedup runs on text, so it must come before 'tokenize'")
+        self._check_mix(names)
         return self
+
+    def _check_mix(self, names: list[str]) -> None:
+        """A mix key must name a column that an earlier stage produces (domain: tags; lang: language)."""
+        needs = {"domain": "tags", "lang": "language", "lang_score": "language"}
+        for i, stage in enumerate(self.stages):
+            if not isinstance(stage, MixConfig):
+                continue
+            for key in stage.weights:
+                column = key.split("!=")[0].split("=")[0] if ("=" in key) else ("source" if "~" in key else "domain")
+                producer = needs.get(column)
+                if producer and producer not in names[:i]:
+                    raise ValueError(f"stages[{i}].weights: {key!r} needs the {producer!r} stage before 'mix'")
 
     @property
     def exact_dedup(self) -> ExactDedupConfig | None:

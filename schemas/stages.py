@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class StageBase(BaseModel):
@@ -160,7 +160,7 @@ class QualityConfig(StageBase):
     gopher_quality: GopherQualityRules = GopherQualityRules()
     c4: C4Rules = C4Rules()
     fineweb: FineWebRules = FineWebRules()
-    drop: bool = Field(True, description="False: only tag the documents with their signals and verdict.")
+    drop: bool = Field(True, description="False: only tag the signals and verdict; the text is left unchanged.")
 
 
 class LanguageConfig(StageBase):
@@ -186,8 +186,37 @@ class TagsConfig(StageBase):
     drop_contaminated: bool = False
 
 
+class MixConfig(StageBase):
+    """Data mixing: weight buckets of documents, applied by deterministic up/down-sampling before packing.
+
+    Keys select a bucket, first match wins: ``code`` (a ``domain`` value), ``lang=en`` / ``lang!=en`` (any
+    column), ``source~wiki`` (source contains). A weight of 2.0 packs every document of the bucket twice; 0.5
+    keeps each with probability 1/2 (decided by a hash of its id and ``seed``, so reruns agree).
+    """
+
+    stage: Literal["mix"] = "mix"
+    weights: dict[str, float] = Field(default_factory=dict)
+    default_weight: float = Field(1.0, ge=0, description="Weight of documents that match no key.")
+    seed: int = Field(0, ge=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, weight in value.items():
+            if weight < 0:
+                raise ValueError(f"weight of {key!r} must be >= 0")
+        return value
+
+
 StageConfig = Annotated[
-    TokenizeConfig | PackConfig | ExactDedupConfig | MinHashDedupConfig | QualityConfig | LanguageConfig | TagsConfig,
+    TokenizeConfig
+    | PackConfig
+    | ExactDedupConfig
+    | MinHashDedupConfig
+    | QualityConfig
+    | LanguageConfig
+    | TagsConfig
+    | MixConfig,
     Field(discriminator="stage"),
 ]
 #: Stages that see the whole corpus at once (run between two per-partition passes).

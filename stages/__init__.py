@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from stages.language import language
+from stages.mix import mix
 from stages.pack import pack
 from stages.quality import quality
 from stages.tags import tags
@@ -26,6 +27,7 @@ REGISTRY: dict[str, StageFunction] = {
     "quality": quality,
     "language": language,
     "tags": tags,
+    "mix": mix,
 }
 
 

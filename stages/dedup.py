@@ -65,6 +65,8 @@ def band_rows(sig: np.ndarray, order: np.ndarray, config: MinHashDedupConfig) ->
 
 def bucket_edges(bands: pd.DataFrame) -> pd.DataFrame:
     """Star edges (first document, other document) of every LSH bucket with two or more documents."""
+    if bands.empty:
+        return pd.DataFrame({k: pd.Series(dtype=v) for k, v in EDGE_COLUMNS.items()})
     bands = bands.sort_values(["bucket", "order"], kind="stable")
     bucket = bands["bucket"].to_numpy()
     order = bands["order"].to_numpy()
@@ -76,6 +78,8 @@ def bucket_edges(bands: pd.DataFrame) -> pd.DataFrame:
 
 def exact_edges(keys: pd.DataFrame) -> pd.DataFrame:
     """Edges (first copy, later copy) of every group of equal normalised texts."""
+    if keys.empty:
+        return pd.DataFrame({k: pd.Series(dtype=v) for k, v in EDGE_COLUMNS.items()})
     keys = keys.sort_values(["high", "low", "order"], kind="stable")
     high, low, order = keys["high"].to_numpy(), keys["low"].to_numpy(), keys["order"].to_numpy()
     first = np.r_[True, (high[1:] != high[:-1]) | (low[1:] != low[:-1])]

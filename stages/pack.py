@@ -119,6 +119,9 @@ def pieces_best_fit(doc_offsets: np.ndarray, seq_len: int) -> Pieces:
 
 def pack(table: pa.Table, config: PackConfig) -> pa.Table:
     """Packed sequences (SEQUENCE_SCHEMA) from a tokenized document batch, in a deterministic order."""
+    if "mix_copies" in table.column_names:  # the mix stage's up-sampling: lay each document out that often
+        copies = table.column("mix_copies").to_numpy()
+        table = table.take(pa.array(np.repeat(np.arange(table.num_rows), copies)))
     if table.num_rows == 0:
         return SEQUENCE_SCHEMA.empty_table()
     stream, doc_offsets = document_stream(table, config)

@@ -298,6 +298,6 @@ def quality(table: pa.Table, config: QualityConfig) -> pa.Table:
     table = table.append_column("q_value", pa.array(verdicts.value))
     if config.drop:
         table = table.append_column(DROP_REASON, pa.array(verdicts.reason.tolist(), pa.string()))
-    if config.c4.enabled and config.c4.rewrite_text:
+    if config.drop and config.c4.enabled and config.c4.rewrite_text:  # tag-only runs leave the text as it was
         table = table.set_column(table.column_names.index("text"), "text", rewritten)
     return table
