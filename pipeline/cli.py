@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786")
     run.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    report = commands.add_parser("report", help="write an HTML report (funnel, histograms, mix) of a job's output")
+    report.add_argument("output", help="the job's output directory")
+    report.add_argument("--to", help="where to write the HTML (default: OUTPUT/report.html)")
     return parser
 
 
@@ -75,6 +78,15 @@ def print_funnel(manifest: Manifest, output: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        from pipeline.report import write_report
+
+        try:
+            console.print(f"report: {write_report(args.output, args.to)}")
+        except (OSError, KeyError, ValueError) as error:
+            console.print(f"[red]error:[/red] cannot report on {args.output}: {error}", highlight=False)
+            return 2
+        return 0
     try:
         spec = _load(args)
     except SpecError as error:

@@ -48,12 +48,17 @@ def domain_scores(text: pa.Array) -> dict[str, np.ndarray]:
     }
 
 
+#: Share of lines with a domain's cues from which a document belongs to it (measured on the bundled sample:
+#: standard-library source files score 0.06–0.15 for code, the reference manual's prose 0.00–0.02).
+DOMAIN_THRESHOLDS = {"code": 0.05, "math": 0.1, "chat": 0.2}
+
+
 def domains(scores: dict[str, np.ndarray]) -> list[str]:
-    """code, math or chat when its score reaches 0.2 (the largest wins), prose otherwise."""
+    """The domain whose score most exceeds its threshold; prose when none reaches it."""
     names = list(scores)
-    stacked = np.stack([scores[n] for n in names], axis=1)
-    best = stacked.argmax(axis=1)
-    return [names[b] if stacked[i, b] >= 0.2 else "prose" for i, b in enumerate(best)]
+    relative = np.stack([scores[n] / DOMAIN_THRESHOLDS[n] for n in names], axis=1)
+    best = relative.argmax(axis=1)
+    return [names[b] if relative[i, b] >= 1 else "prose" for i, b in enumerate(best)]
 
 
 def _ngram_hashes(text: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
