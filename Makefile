@@ -34,7 +34,8 @@ test: lint
 bench: test-deps
 	$(BIN)/python bench/bench_tokenize.py
 	$(BIN)/python bench/bench_dedup.py
-	$(BIN)/python bench/bench_quality.py
+	$(BIN)/python bench/bench_quality.py --corpus prose
+	$(BIN)/python bench/bench_quality.py --corpus code
 
 clean:
 	rm -rf out bench/results

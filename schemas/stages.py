@@ -150,17 +150,34 @@ class FineWebRules(StageBase):
     new_line_ratio: float = 0.3
 
 
+RuleSet = Literal["gopher_quality", "c4", "fineweb", "gopher_repetition"]
+DATATROVE_ORDER: tuple[RuleSet, ...] = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
+
+
 class QualityConfig(StageBase):
-    """Quality filtering with the published heuristics, in datatrove's order: Gopher repetition, Gopher quality,
-    C4, FineWeb. A dropped document records the first rule that fired (``gopher_quality:min_doc_words``)
-    and its measured value; every signal is also kept as a column for audits."""
+    """Quality filtering with the published heuristics. A dropped document records the first rule that fired
+    (``gopher_quality:min_doc_words``) and its measured value; every signal is kept as a column for audits.
+
+    The keep/drop verdict does not depend on the order; the name of the rule does, when several fire. The
+    default order runs the cheap rule sets first, so the costly n-gram statistics of Gopher repetition are
+    measured only on the documents the others keep; ``order: [gopher_repetition, gopher_quality, c4, fineweb]``
+    names drops exactly as datatrove's usual pipeline does.
+    """
 
     stage: Literal["quality"] = "quality"
+    order: tuple[RuleSet, ...] = ("gopher_quality", "c4", "fineweb", "gopher_repetition")
     gopher_repetition: GopherRepetitionRules = GopherRepetitionRules()
     gopher_quality: GopherQualityRules = GopherQualityRules()
     c4: C4Rules = C4Rules()
     fineweb: FineWebRules = FineWebRules()
     drop: bool = Field(True, description="False: only tag the signals and verdict; the text is left unchanged.")
+
+    @field_validator("order")
+    @classmethod
+    def _each_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if sorted(value) != sorted(DATATROVE_ORDER):
+            raise ValueError(f"must list each of {', '.join(DATATROVE_ORDER)} once")
+        return value
 
 
 class LanguageConfig(StageBase):

@@ -177,8 +177,9 @@ def gopher_quality(text: pa.Array, words: Words, stats: dict, rules: GopherQuali
             v.check(f"gopher_quality:{name}", failed, value)
 
 
-def c4(text: pa.Array, rules: C4Rules, v: Verdicts, signals: dict) -> pa.Array:
-    """C4's line filters; returns the text of the kept lines (the rewrite datatrove applies)."""
+def c4(text: pa.Array, rules: C4Rules, signals: dict) -> pa.Array:
+    """C4's line filters; returns the text of the kept lines (the rewrite datatrove applies). The document
+    verdicts are left in ``signals`` for :func:`c4_verdicts`, which applies them at C4's place in the order."""
     n = len(text)
     lists = pc.split_pattern_regex(text, SPLITLINES)
     counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -226,20 +227,27 @@ def c4(text: pa.Array, rules: C4Rules, v: Verdicts, signals: dict) -> pa.Array:
         firsts[name] = where
         first = np.minimum(first, where)
     for name, where in firsts.items():
-        v.check(name, (where == first) & (where < np.iinfo(np.int64).max), 1.0)
+        signals[f"_{name}"] = (where == first) & (where < np.iinfo(np.int64).max)
     sentences = _np(pc.count_substring_regex(lines, SENTENCE_END))
     sentences = np.maximum(sentences, 1) * keep
     per_doc = np.bincount(owner, weights=sentences, minlength=n)
     signals["q_c4_sentences"] = per_doc
     signals["q_c4_kept_lines"] = np.bincount(owner, weights=keep.astype(np.float64), minlength=n)
-    if rules.min_num_sentences != -1:
-        v.check("c4:too_few_sentences", per_doc < rules.min_num_sentences, per_doc)
     if not rules.rewrite_text:
         return text
     kept_counts = np.bincount(owner, weights=keep.astype(np.float64), minlength=n).astype(np.int32)
     offsets = pa.array(np.r_[0, np.cumsum(kept_counts)].astype(np.int32))
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, lines.filter(pa.array(keep))), "\n")
     return pc.utf8_trim_whitespace(joined)
+
+
+def c4_verdicts(rules: C4Rules, v: Verdicts, signals: dict) -> None:
+    for name in ("c4:lorem_ipsum", "c4:curly_bracket"):
+        if f"_{name}" in signals:
+            v.check(name, signals[f"_{name}"], 1.0)
+    if rules.min_num_sentences != -1:
+        sentences = signals["q_c4_sentences"]
+        v.check("c4:too_few_sentences", sentences < rules.min_num_sentences, sentences)
 
 
 def fineweb(text: pa.Array, rules: FineWebRules, v: Verdicts, signals: dict) -> None:
@@ -272,28 +280,29 @@ def quality(table: pa.Table, config: QualityConfig) -> pa.Table:
     n = len(text)
     verdicts = Verdicts(n)
     signals: dict[str, np.ndarray] = {}
-    if config.gopher_repetition.enabled or config.gopher_quality.enabled:
-        words = split_words(text)
-        stats = _word_stats(words)
-        if config.gopher_repetition.enabled:
-            gopher_repetition(text, words, stats, config.gopher_repetition, verdicts, signals)
-        if config.gopher_quality.enabled:
-            gopher_quality(text, words, stats, config.gopher_quality, verdicts, signals)
+    words: Words | None = None
+    stats: dict = {}
     rewritten = text
-    if config.c4.enabled:
-        rewritten = c4(text, config.c4, verdicts, signals)
-    if config.fineweb.enabled:
-        survivors = np.flatnonzero(verdicts.open)
-        sub = Verdicts(len(survivors))
-        sub_signals: dict[str, np.ndarray] = {}
-        fineweb(rewritten.take(pa.array(survivors)), config.fineweb, sub, sub_signals)
-        verdicts.check_subset(survivors, sub)
-        for name, values in sub_signals.items():
-            full = np.full(n, np.nan)
-            full[survivors] = values
-            signals[name] = full
+    if config.c4.enabled:  # C4 rewrites the text FineWeb reads, whatever the order of the verdicts
+        rewritten = c4(text, config.c4, signals)
+    for rule_set in config.order:
+        rules = getattr(config, rule_set)
+        if not rules.enabled:
+            continue
+        if rule_set in ("gopher_quality", "gopher_repetition") and words is None:
+            words = split_words(text)
+            stats = _word_stats(words)
+        if rule_set == "gopher_quality":
+            gopher_quality(text, words, stats, rules, verdicts, signals)
+        elif rule_set == "gopher_repetition":
+            gopher_repetition(text, words, stats, rules, verdicts, signals)
+        elif rule_set == "c4":
+            c4_verdicts(config.c4, verdicts, signals)
+        else:
+            _fineweb_on_open(rewritten, rules, verdicts, signals)
     for name, values in signals.items():
-        table = table.append_column(name, pa.array(np.asarray(values, np.float64)))
+        if not name.startswith("_"):
+            table = table.append_column(name, pa.array(np.asarray(values, np.float64)))
     table = table.append_column("q_reason", pa.array(verdicts.reason.tolist(), pa.string()))
     table = table.append_column("q_value", pa.array(verdicts.value))
     if config.drop:
@@ -301,3 +310,17 @@ def quality(table: pa.Table, config: QualityConfig) -> pa.Table:
     if config.drop and config.c4.enabled and config.c4.rewrite_text:  # tag-only runs leave the text as it was
         table = table.set_column(table.column_names.index("text"), "text", rewritten)
     return table
+
+
+def _fineweb_on_open(text: pa.Array, rules: FineWebRules, verdicts: Verdicts, signals: dict) -> None:
+    """FineWeb's rules on the documents still undecided (they re-split words, so the others are skipped)."""
+    n = len(text)
+    survivors = np.flatnonzero(verdicts.open)
+    sub = Verdicts(len(survivors))
+    sub_signals: dict[str, np.ndarray] = {}
+    fineweb(text.take(pa.array(survivors)), rules, sub, sub_signals)
+    verdicts.check_subset(survivors, sub)
+    for name, values in sub_signals.items():
+        full = np.full(n, np.nan)
+        full[survivors] = values
+        signals[name] = full

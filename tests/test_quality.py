@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from schemas.stages import C4Rules, QualityConfig
+from schemas.stages import DATATROVE_ORDER, C4Rules, QualityConfig
 from stages.quality import quality
 from stages.text_stats import NGrams, first_occurrences, repeated_ngram_chars_bound, repeated_ngram_chars_exact
 from stages.words import split_words
@@ -60,7 +60,10 @@ def datatrove_verdicts(texts: list[str]) -> list[str | None]:
 
 def test_agreement_with_datatrove_on_real_prose() -> None:
     texts = prose_documents(1500)
-    ours = quality(pa.table({"text": texts}), QualityConfig()).column("q_reason").to_pylist()
+    in_datatrove_order = QualityConfig(order=DATATROVE_ORDER)
+    ours = quality(pa.table({"text": texts}), in_datatrove_order).column("q_reason").to_pylist()
+    cheap_first = quality(pa.table({"text": texts}), QualityConfig()).column("q_reason").to_pylist()
+    assert [r is None for r in cheap_first] == [r is None for r in ours], "the order names drops, not decides them"
     theirs = datatrove_verdicts(texts)
     same = sum((a is None) == (b is None) for a, b in zip(ours, theirs, strict=True))
     agreement = same / len(texts)
@@ -89,7 +92,7 @@ def test_agreement_with_datatrove_on_real_prose() -> None:
     ],
 )  # fmt: skip
 def test_each_rule_names_itself_and_its_value(text: str, reason: str) -> None:
-    out = quality(pa.table({"text": [text]}), QualityConfig())
+    out = quality(pa.table({"text": [text]}), QualityConfig(order=DATATROVE_ORDER))
     assert out.column("q_reason").to_pylist() == [reason]
     theirs = datatrove_verdicts([text])[0]
     assert theirs is not None and theirs.split(":")[0] == reason.split(":")[0], theirs
