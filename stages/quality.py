@@ -100,7 +100,9 @@ def gopher_repetition(text: pa.Array, words: Words, stats: dict, rules: GopherRe
         limit = getattr(rules, key)
         if limit:
             v.check(f"gopher_repetition:{key}", signals[f"q_{key}"] > limit, signals[f"q_{key}"])
-    grams = NGrams(stats["hash"], stats["len"], words.doc)
+    # n-gram statistics only for the words of documents no rule has dropped yet.
+    mine = v.open[words.doc]
+    grams = NGrams(stats["hash"][mine], stats["len"][mine], words.doc[mine])
     # n-gram signals are measured only for documents no earlier rule dropped (NaN for the others).
     for size, limit in sorted(rules.top_n_grams):
         measured = v.open.copy()
@@ -108,7 +110,7 @@ def gopher_repetition(text: pa.Array, words: Words, stats: dict, rules: GopherRe
         signals[f"q_top_{size}_gram_frac"] = np.where(measured, _ratio(top, chars), np.nan)
         v.check(f"gopher_repetition:top_{size}_gram", has & (signals[f"q_top_{size}_gram_frac"] > limit),
                 signals[f"q_top_{size}_gram_frac"])  # fmt: skip
-    starts = np.searchsorted(words.doc, np.arange(n + 1))
+    starts = np.searchsorted(grams.owner, np.arange(n + 1))
     for size, limit in sorted(rules.dup_n_grams):
         measured = v.open.copy()
         frac = np.where(measured, _ratio(repeated_ngram_chars_bound(grams, size, n, measured), chars), np.nan)
