@@ -65,3 +65,35 @@ def test_benchmark_contamination(tmp_path: Path) -> None:
     assert out.column("contaminated").to_pylist() == [True, False]
     assert out.column("contamination_ngrams").to_pylist()[0] >= 10
     assert out.column("drop_reason").to_pylist() == ["tags:contaminated", None]
+
+
+def test_quality_workflow_counts_odd_text_in_the_funnel(tmp_path: Path) -> None:
+    """Control characters, mojibake, no letters, one 48 MB line: the quality workflow finishes and every record
+    is accounted for (kept or dropped with a reason)."""
+    from pipeline.runner import run_workflow
+    from schemas.spec import load_spec
+
+    from .conftest import ROOT
+
+    texts = {
+        "control": "control\x00chars\x07 and\x1b[31m escapes " * 40,
+        "mojibake": "MÃ©tÃ©o franÃ§aise: le temps sera ensoleillÃ© demain, dit la mÃ©tÃ©o. " * 10,
+        "no-letters": "1234 5678 !!! ??? ... --- " * 50,
+        "huge-line": "word" * 12_000_000,
+        "prose": " ".join(SAMPLES["en"] for _ in range(8)),
+    }
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "odd.jsonl").write_text(
+        "".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in texts.items())
+    )
+    spec = load_spec(
+        ROOT / "workflows" / "quality.yaml", input_url=str(tmp_path / "in"), output_url=str(tmp_path / "out")
+    )
+    funnel = run_workflow(spec, workers=1, show_progress=False).manifest.funnel
+    assert funnel.balanced and funnel.input == 5
+    import pyarrow.parquet as pq
+
+    docs = pq.read_table(tmp_path / "out" / "docs").to_pandas().set_index("id")
+    for name in ("control", "mojibake", "no-letters", "huge-line"):
+        assert docs.loc[name, "status"] != "kept", name
+    assert docs.loc["huge-line", "status"] == "gopher_quality:min_doc_words"
