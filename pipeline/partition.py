@@ -117,9 +117,7 @@ def write_partition(state: PartitionState, output: OutputSpec) -> PartitionRepor
     shards = []
     if state.sequences is not None:
         seqs = state.sequences
-        for k, start in enumerate(range(0, max(seqs.num_rows, 1), output.shard_sequences)):
-            if seqs.num_rows == 0:
-                break
+        for k, start in enumerate(range(0, seqs.num_rows, output.shard_sequences)):
             chunk = seqs.slice(start, output.shard_sequences)
             name = f"{plan.name}-{k:04d}"
             shards.append(write_shard(join(out, "shards"), name, plan.index, chunk, output.shard_formats))
