@@ -41,6 +41,10 @@ class InputSpec(BaseModel):
     format: InputFormat = Field("auto", description="auto picks by file extension.")
     text_field: str = "text"
     id_field: str = Field("id", description="Ids are generated from source and line when this field is absent.")
+    keep_fields: list[str] = Field(
+        default_factory=list,
+        description="Other fields carried as string columns (e.g. prompt, ground_truth); lists and objects as JSON.",
+    )
     max_doc_bytes: int = Field(
         64 * 2**20, gt=0, description="Larger documents are quarantined as 'too_large' instead of processed."
     )

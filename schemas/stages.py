@@ -225,6 +225,44 @@ class MixConfig(StageBase):
         return value
 
 
+class CotFormatConfig(StageBase):
+    """DeepSeek-R1 reasoning-trace checks for prompt/response records; each failure is a named reason."""
+
+    stage: Literal["cot_format"] = "cot_format"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    messages_field: str | None = Field(
+        None,
+        description="A chat list [{role, content}]: the last user turn is the prompt, the last assistant "
+        "turn the response (instead of prompt_field/response_field).",
+    )
+    answer_form: Literal["r1", "r1_zero"] = Field(
+        "r1", description="r1: <think>…</think> then the answer; r1_zero: <think>…</think> <answer>…</answer>."
+    )
+    prefilled_think: bool = Field(
+        False, description="Accept responses without the opening <think> (R1's template pre-fills it)."
+    )
+    tokenizer: str = "deepseek-v3"
+    max_reasoning_tokens: int | None = Field(32_768, gt=0)
+    max_answer_tokens: int | None = Field(4_096, gt=0)
+    min_language_share: float | None = Field(
+        0.8, ge=0, le=1, description="Share of the reasoning's letters in the prompt's script (R1's mixing rule)."
+    )
+    reject_code_blocks: bool = False
+    max_paragraph_chars: int | None = Field(None, gt=0)
+
+
+class VerifyAnswerConfig(StageBase):
+    """Extract the final answer and compare it with the ground truth (math-verify for mathematics)."""
+
+    stage: Literal["verify_answer"] = "verify_answer"
+    ground_truth_field: str = "ground_truth"
+    keep: list[Literal["verified", "wrong", "unverifiable", "timeout"]] = Field(
+        default_factory=lambda: ["verified"], description="Verdicts kept; the others are dropped with their name."
+    )
+    timeout_seconds: int = Field(5, gt=0, description="Bound of one verification (parsing and comparison).")
+
+
 StageConfig = Annotated[
     TokenizeConfig
     | PackConfig
@@ -233,7 +271,9 @@ StageConfig = Annotated[
     | QualityConfig
     | LanguageConfig
     | TagsConfig
-    | MixConfig,
+    | MixConfig
+    | CotFormatConfig
+    | VerifyAnswerConfig,
     Field(discriminator="stage"),
 ]
 #: Stages that see the whole corpus at once (run between two per-partition passes).

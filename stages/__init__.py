@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from stages.cot_format import cot_format
 from stages.language import language
 from stages.mix import mix
 from stages.pack import pack
@@ -28,6 +29,7 @@ REGISTRY: dict[str, StageFunction] = {
     "language": language,
     "tags": tags,
     "mix": mix,
+    "cot_format": cot_format,
 }
 
 

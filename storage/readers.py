@@ -65,19 +65,29 @@ class RawBatch:
     n_input: int
 
 
+def _as_string(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
 @dataclass
 class _Collector:
     source: str
+    extra_fields: tuple[str, ...] = ()
+    extras: dict[str, list[str | None]] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     bad: list[dict[str, object]] = field(default_factory=list)
     n_input: int = 0
 
-    def keep(self, doc_id: str, text: str, line: int) -> None:
+    def keep(self, doc_id: str, text: str, line: int, record: dict | None = None) -> None:
         self.ids.append(doc_id)
         self.texts.append(text)
         self.lines.append(line)
+        for name in self.extra_fields:
+            self.extras.setdefault(name, []).append(_as_string(record.get(name)) if record else None)
 
     def quarantine(self, line: int, reason: str, detail: str, fld: str | None = None, raw: bytes = b"") -> None:
         preview = raw[:RAW_PREVIEW].decode("utf-8", errors="replace") if raw else None
@@ -102,6 +112,8 @@ class _Collector:
             },
             schema=DOCUMENT_SCHEMA,
         )
+        for name in self.extra_fields:
+            docs = docs.append_column(name, pa.array(self.extras.get(name, []), pa.string()))
         quarantine = pa.Table.from_pylist(self.bad, schema=QUARANTINE_SCHEMA)
         return RawBatch(docs, quarantine, self.n_input)
 
@@ -134,7 +146,7 @@ def _split_lines(col: _Collector, data: bytes, problem: str | None) -> list[byte
 
 
 def read_jsonl(source: str, data: bytes, problem: str | None, cfg: InputSpec) -> RawBatch:
-    col = _Collector(source)
+    col = _Collector(source, tuple(cfg.keep_fields))
     for number, line in enumerate(_split_lines(col, data, problem), start=1):
         col.n_input += 1
         if len(line) > cfg.max_doc_bytes:
@@ -160,7 +172,7 @@ def read_jsonl(source: str, data: bytes, problem: str | None, cfg: InputSpec) ->
         if text is not None:
             doc_id = record.get(cfg.id_field)
             doc_id = generated_id(source, number) if doc_id is None or doc_id == "" else str(doc_id)
-            col.keep(doc_id, text, number)
+            col.keep(doc_id, text, number, record)
     return col.batch()
 
 
@@ -227,8 +239,17 @@ def _table_to_batch(source: str, table: pa.Table, cfg: InputSpec, col: _Collecto
             "line": good_lines,
         }
     ).cast(DOCUMENT_SCHEMA)
+    for name in cfg.keep_fields:
+        if name not in table.column_names:
+            docs = docs.append_column(name, pa.nulls(docs.num_rows, pa.string()))
+            continue
+        values = table.column(name).filter(good)
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            docs = docs.append_column(name, values.cast(pa.string()))
+        else:
+            docs = docs.append_column(name, pa.array([_as_string(v) for v in values.to_pylist()], pa.string()))
     base = col.batch()
-    return RawBatch(pa.concat_tables([base.documents, docs]), base.quarantine, base.n_input)
+    return RawBatch(pa.concat_tables([base.documents, docs], promote_options="default"), base.quarantine, base.n_input)
 
 
 def read_parquet(source: str, data: bytes, cfg: InputSpec) -> RawBatch:
