@@ -19,6 +19,7 @@ from stages.pack import pack
 from stages.quality import quality
 from stages.tags import tags
 from stages.tokenize import tokenize
+from stages.verify_answer import verify_answer
 
 StageFunction = Callable[[pa.Table, Any], pa.Table]
 
@@ -30,6 +31,7 @@ REGISTRY: dict[str, StageFunction] = {
     "tags": tags,
     "mix": mix,
     "cot_format": cot_format,
+    "verify_answer": verify_answer,
 }
 
 
