@@ -19,16 +19,17 @@ import pyarrow.parquet as pq
 from schemas.document import DROP_REASON, N_TOKENS, TOKEN_IDS
 from schemas.manifest import PartitionReport
 from schemas.spec import InputSpec, OutputSpec, WorkflowSpec
-from schemas.stages import GLOBAL_STAGES, PackConfig, StageBase
+from schemas.stages import GLOBAL_STAGES, PackConfig, RlSetConfig, StageBase
 from stages import stage_function
 from stages.dedup import apply_decisions
 from stages.mix import MIX_BUCKET, MIX_COPIES
+from stages.rl_set import rl_rows
 from storage.fs import join, write_bytes_atomic
 from storage.readers import concat_batches, read_file
 from storage.shards import write_shard
 
 #: Columns of a document batch that are too big for ``OUT/docs/``; every other column is a tag and is kept.
-HEAVY_COLUMNS = {"text", TOKEN_IDS, DROP_REASON}
+HEAVY_COLUMNS = {"text", TOKEN_IDS, DROP_REASON, "loss_mask", "reasoning", "answer", "prompt_text"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class PartitionState:
     records: list[pa.Table] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
     sequences: pa.Table | None = None
+    rl_rows: pa.Table | None = None
 
 
 def doc_records(table: pa.Table, status: pa.Array | str, stage: str | None) -> pa.Table:
@@ -83,7 +85,10 @@ def run_stage(state: PartitionState, config: StageBase) -> PartitionState:
     result = stage_function(name)(state.documents, config)
     if isinstance(config, PackConfig):
         return replace(state, sequences=result)
-    return split_dropped(state, result, name)
+    state = split_dropped(state, result, name)
+    if isinstance(config, RlSetConfig):
+        return replace(state, rl_rows=rl_rows(state.documents, config))
+    return state
 
 
 def apply_dedup(state: PartitionState, decisions: pa.Table) -> PartitionState:
@@ -124,6 +129,8 @@ def write_partition(state: PartitionState, output: OutputSpec) -> PartitionRepor
     records = pa.concat_tables([*state.records, doc_records(state.documents, "kept", None)], promote_options="default")
     write_bytes_atomic(join(out, "docs", f"{plan.name}.parquet"), _parquet_bytes(records))
     write_bytes_atomic(join(out, "quarantine", f"{plan.name}.parquet"), _parquet_bytes(state.quarantine))
+    if state.rl_rows is not None:
+        write_bytes_atomic(join(out, "rl", f"{plan.name}.parquet"), _parquet_bytes(state.rl_rows))
     tokens = state.documents.column(N_TOKENS) if N_TOKENS in state.documents.column_names else None
     mix_tokens: dict[str, int] = {}
     if tokens is not None and MIX_BUCKET in state.documents.column_names:

@@ -16,6 +16,8 @@ from schemas.stages import (
     MinHashDedupConfig,
     MixConfig,
     PackConfig,
+    RlSetConfig,
+    SftFormatConfig,
     StageBase,
     StageConfig,
     TokenizeConfig,
@@ -84,11 +86,12 @@ class WorkflowSpec(BaseModel):
     def _stage_order(self) -> WorkflowSpec:
         names = [s.stage for s in self.stages]
         for i, stage in enumerate(self.stages):
-            if isinstance(stage, PackConfig):
-                if i != len(self.stages) - 1:
-                    raise ValueError(f"stages[{i}]: 'pack' must be the last stage")
-                if "tokenize" not in names[:i]:
-                    raise ValueError(f"stages[{i}]: 'pack' needs a 'tokenize' stage before it")
+            if isinstance(stage, PackConfig | RlSetConfig) and i != len(self.stages) - 1:
+                raise ValueError(f"stages[{i}]: '{stage.stage}' must be the last stage")
+            if isinstance(stage, PackConfig) and not {"tokenize", "sft_format"} & set(names[:i]):
+                raise ValueError(f"stages[{i}]: 'pack' needs a 'tokenize' (or 'sft_format') stage before it")
+            if isinstance(stage, SftFormatConfig) and "cot_format" not in names[:i]:
+                raise ValueError(f"stages[{i}]: 'sft_format' needs a 'cot_format' stage before it")
         for name in ("tokenize", *GLOBAL_STAGES):
             if names.count(name) > 1:
                 raise ValueError(f"stages: '{name}' may appear only once")

@@ -263,6 +263,29 @@ class VerifyAnswerConfig(StageBase):
     timeout_seconds: int = Field(5, gt=0, description="Bound of one verification (parsing and comparison).")
 
 
+class SftFormatConfig(StageBase):
+    """DeepSeek-R1 chat template + tokenization for SFT: prompt tokens masked out, the assistant's think block
+    and answer (and its end-of-sentence) in the loss. Takes cot_format's columns; replaces ``tokenize``."""
+
+    stage: Literal["sft_format"] = "sft_format"
+    tokenizer: str = "deepseek-v3"
+    system_prompt: str | None = None
+
+
+class RlSetConfig(StageBase):
+    """Terminal stage: write the kept documents as an RL set in verl's Parquet schema (``OUT/rl/``)."""
+
+    stage: Literal["rl_set"] = "rl_set"
+    data_source: str = Field("refinery/verified-qa", description="verl picks its reward function by this name.")
+    ability: str = "math"
+    split: str = "train"
+    ground_truth_field: str = "ground_truth"
+    max_prompt_tokens: int | None = Field(
+        1024, gt=0, description="Longer prompts are dropped (rl_set:prompt_too_long)."
+    )
+    tokenizer: str = "deepseek-v3"
+
+
 StageConfig = Annotated[
     TokenizeConfig
     | PackConfig
@@ -273,7 +296,9 @@ StageConfig = Annotated[
     | TagsConfig
     | MixConfig
     | CotFormatConfig
-    | VerifyAnswerConfig,
+    | VerifyAnswerConfig
+    | SftFormatConfig
+    | RlSetConfig,
     Field(discriminator="stage"),
 ]
 #: Stages that see the whole corpus at once (run between two per-partition passes).

@@ -17,6 +17,8 @@ from stages.language import language
 from stages.mix import mix
 from stages.pack import pack
 from stages.quality import quality
+from stages.rl_set import rl_filter
+from stages.sft_format import sft_format
 from stages.tags import tags
 from stages.tokenize import tokenize
 from stages.verify_answer import verify_answer
@@ -32,6 +34,8 @@ REGISTRY: dict[str, StageFunction] = {
     "mix": mix,
     "cot_format": cot_format,
     "verify_answer": verify_answer,
+    "sft_format": sft_format,
+    "rl_set": rl_filter,
 }
 
 

@@ -65,6 +65,11 @@ def script_share(prompt: pa.Array, reasoning: pa.Array) -> np.ndarray:
     return np.where(prompt_counts.sum(axis=1) > 0, share, 1.0)
 
 
+def _column_or_text(table: pa.Table, name: str) -> pa.Array:
+    column = table.column(name) if name in table.column_names else table.column("text")
+    return pc.fill_null(column.combine_chunks(), "")
+
+
 def _token_counts(texts: pa.Array, tokenizer: str) -> np.ndarray:
     _, offsets = load_encoder(tokenizer, "fastokens", False)(texts.to_pylist())
     return np.diff(offsets)
@@ -73,9 +78,9 @@ def _token_counts(texts: pa.Array, tokenizer: str) -> np.ndarray:
 def cot_format(table: pa.Table, config: CotFormatConfig) -> pa.Table:
     if config.messages_field:
         prompt, response = from_messages(table, config.messages_field)
-    else:
-        prompt = pc.fill_null(table.column(config.prompt_field).combine_chunks(), "")
-        response = table.column("text").combine_chunks()
+    else:  # each field is a column kept with input.keep_fields, or the text itself (the input's text_field)
+        prompt = _column_or_text(table, config.prompt_field)
+        response = _column_or_text(table, config.response_field)
     n = len(response)
     if config.prefilled_think:  # R1's template puts "<think>\n" in the prompt: the completion starts inside it
         bare = pc.equal(pc.count_substring(response, "<think>"), 0)

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sortedcontainers import SortedList
 
 from schemas.document import SEQUENCE_SCHEMA, TOKEN_IDS
 from schemas.stages import PackConfig
+
+LOSS_MASK = "loss_mask"
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,17 @@ def pack(table: pa.Table, config: PackConfig) -> pa.Table:
     stream, doc_offsets = document_stream(table, config)
     finder = pieces_concat if config.mode == "concat" else pieces_best_fit
     pieces = finder(doc_offsets, config.seq_len)
-    return assemble(stream, pieces, table.column("id").combine_chunks(), config)
+    packed = assemble(stream, pieces, table.column("id").combine_chunks(), config)
+    if LOSS_MASK not in table.column_names:
+        return packed
+    # The loss mask travels exactly as the tokens do: BOS and padding 0, EOS 1 (the model learns to stop).
+    masks = table.select([LOSS_MASK]).rename_columns([TOKEN_IDS])
+    mask_config = config.model_copy(update={"bos_id": 0, "eos_id": 1, "pad_id": 0})
+    mask_stream, _ = document_stream(masks, mask_config)
+    mask = assemble(mask_stream, pieces, table.column("id").combine_chunks(), mask_config).column("input_ids")
+    values = pc.cast(mask.combine_chunks().values, pa.int8())
+    offsets = mask.combine_chunks().offsets
+    return packed.append_column(LOSS_MASK, pa.ListArray.from_arrays(offsets, values))
 
 
 def assemble(stream: np.ndarray, pieces: Pieces, doc_ids: pa.Array, config: PackConfig) -> pa.Table:

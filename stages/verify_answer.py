@@ -1,18 +1,21 @@
 """The verify_answer stage: extract each final answer and compare it with the ground truth.
 
 Mathematics goes through math-verify (symbolic equivalence: ``\\frac{1}{2}`` equals ``0.5``); other answers by
-normalised string match. math-verify bounds its work with SIGALRM, which only works in a process's main thread
-and so not in a Dask worker's task threads. Here each batch is verified in a child process, in its main thread,
-where those alarms work; the parent also bounds the whole batch and, if the child hangs, kills it and counts the
-unfinished items as ``timeout``.
+normalised string match. math-verify bounds its work with SIGALRM, which only works in a process's main thread,
+not in a Dask worker's task threads; and Dask's worker processes are daemons, which may not start
+multiprocessing children. So each worker keeps one helper started with ``subprocess`` (``serve`` below), which
+judges one pair at a time in its main thread, where math-verify's alarms work; the worker also waits for each
+verdict with a deadline and, should the helper hang, kills it, counts the pair as ``timeout`` and starts anew.
 """
 
 from __future__ import annotations
 
 import atexit
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+import json
+import os
+import selectors
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -21,25 +24,33 @@ from schemas.document import DROP_REASON
 from schemas.stages import VerifyAnswerConfig
 from stages.answers import UnbalancedBoxError, extract_answer, looks_like_math, normalize
 
-DROP_NAMES = {"wrong": "wrong", "unverifiable": "unverifiable", "timeout": "timeout"}
-_pool: ProcessPoolExecutor | None = None
+_helper: subprocess.Popen | None = None
 
 
-def _executor() -> ProcessPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
-    return _pool
+def _start_helper() -> subprocess.Popen:
+    global _helper
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    _helper = subprocess.Popen(
+        [sys.executable, "-c", "from stages.verify_answer import serve; serve()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env,
+    )  # fmt: skip
+    atexit.register(_helper.kill)
+    return _helper
 
 
-def _reset_executor() -> None:
-    global _pool
-    if _pool is not None:
-        for process in list(getattr(_pool, "_processes", {}).values()):
-            process.kill()
-        _pool.shutdown(wait=False, cancel_futures=True)
-    _pool = None
+def _kill_helper() -> None:
+    global _helper
+    if _helper is not None:
+        _helper.kill()
+        _helper.wait()
+    _helper = None
+
+
+def serve() -> None:
+    """The helper's loop: one JSON pair per line in, one JSON verdict per line out."""
+    for line in sys.stdin:
+        request = json.loads(line)
+        print(json.dumps(judge(request["answer"], request["truth"], request["timeout"])), flush=True)
 
 
 def judge(answer: str, truth: str, timeout: int) -> tuple[str, str]:
@@ -67,19 +78,24 @@ def judge(answer: str, truth: str, timeout: int) -> tuple[str, str]:
     return ("verified", "string") if normalize(answer) == normalize(truth) else ("wrong", "string")
 
 
-def judge_batch(pairs: list[tuple[str, str]], timeout: int) -> list[tuple[str, str]]:
-    return [judge(answer, truth, timeout) for answer, truth in pairs]
-
-
 def verify_pairs(pairs: list[tuple[str, str]], timeout: int) -> list[tuple[str, str]]:
-    if not pairs:
-        return []
-    future = _executor().submit(judge_batch, pairs, timeout)
-    try:
-        return future.result(timeout=len(pairs) * 3 * timeout + 60)
-    except FutureTimeout:
-        _reset_executor()
-        return [("timeout", "batch_timeout")] * len(pairs)
+    """Verdicts from the helper process, each awaited at most ``3 x timeout + 10`` seconds."""
+    results: list[tuple[str, str]] = []
+    for answer, truth in pairs:
+        helper = _helper if _helper is not None and _helper.poll() is None else _start_helper()
+        helper.stdin.write(json.dumps({"answer": answer, "truth": truth, "timeout": timeout}) + "\n")
+        helper.stdin.flush()
+        with selectors.DefaultSelector() as selector:
+            selector.register(helper.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout=3 * timeout + 10)
+        line = helper.stdout.readline() if ready else ""
+        if not line:
+            _kill_helper()
+            results.append(("timeout", "helper_timeout"))
+            continue
+        status, detail = json.loads(line)
+        results.append((status, detail))
+    return results
 
 
 def verify_answer(table: pa.Table, config: VerifyAnswerConfig) -> pa.Table:

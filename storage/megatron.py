@@ -13,7 +13,7 @@ import struct
 import numpy as np
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
-DTYPE_CODES = {np.dtype(np.int32): 4, np.dtype(np.int64): 5, np.dtype(np.uint16): 8}
+DTYPE_CODES = {np.dtype(np.int8): 2, np.dtype(np.int32): 4, np.dtype(np.int64): 5, np.dtype(np.uint16): 8}
 
 
 def encode_indexed(values: np.ndarray, lengths: np.ndarray) -> tuple[bytes, bytes]:
@@ -24,7 +24,7 @@ def encode_indexed(values: np.ndarray, lengths: np.ndarray) -> tuple[bytes, byte
     """
     dtype = values.dtype
     if dtype not in DTYPE_CODES:
-        raise TypeError(f"megatron shards need int32, int64 or uint16 values, got {dtype}")
+        raise TypeError(f"megatron shards need int8, int32, int64 or uint16 values, got {dtype}")
     lengths = np.asarray(lengths, np.int32)
     pointers = np.concatenate([[0], np.cumsum(lengths.astype(np.int64))[:-1]]) * dtype.itemsize
     documents = np.arange(len(lengths) + 1, dtype=np.int64)

@@ -34,6 +34,9 @@ def shard_files(table: pa.Table, formats: list[str]) -> dict[str, bytes]:
         # Document boundaries as a second indexed dataset: sequence i holds cu_seqlens of packed sequence i.
         cu, cu_lengths = _list_values(table.column("cu_seqlens"))
         files[".cu_seqlens.bin"], files[".cu_seqlens.idx"] = encode_indexed(cu.astype(np.int32), cu_lengths)
+        if "loss_mask" in table.column_names:  # SFT: 1 where the loss counts, beside the tokens
+            mask, mask_lengths = _list_values(table.column("loss_mask"))
+            files[".loss_mask.bin"], files[".loss_mask.idx"] = encode_indexed(mask.astype(np.int8), mask_lengths)
     if "parquet" in formats:
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd", use_dictionary=False, row_group_size=1024)

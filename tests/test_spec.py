@@ -39,7 +39,7 @@ def test_unknown_stage_lists_known_ones() -> None:
 @pytest.mark.parametrize(
     ("stages", "message"),
     [
-        ([{"stage": "pack"}], "stages[0]: 'pack' needs a 'tokenize' stage before it"),
+        ([{"stage": "pack"}], "stages[0]: 'pack' needs a 'tokenize' (or 'sft_format') stage before it"),
         ([{"stage": "tokenize"}, {"stage": "pack"}, {"stage": "tokenize"}], "'pack' must be the last stage"),
         ([{"stage": "tokenize", "backend": "rust"}], "stages[0].backend"),
         ([{"stage": "tokenize", "colour": 1}], "stages[0].colour: is not a known field"),
