@@ -151,3 +151,29 @@ def test_verification_runs_inside_a_worker_thread() -> None:
     with ThreadPoolExecutor(1) as pool:
         out = pool.submit(verify_answer, table, VerifyAnswerConfig()).result()
     assert out.column("verify_status").to_pylist() == ["verified"]
+
+
+def test_a_verification_that_runs_away_is_a_timeout_even_in_a_thread() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = pa.table({"answer": ["\\boxed{2^{2^{2^{2^{2^{10}}}}}}", "\\boxed{4}"], "ground_truth": ["3", "4"]})
+    config = VerifyAnswerConfig(timeout_seconds=1)
+    with ThreadPoolExecutor(1) as pool:
+        out = pool.submit(verify_answer, table, config).result()
+    assert out.column("verify_status").to_pylist() == ["timeout", "verified"]
+    assert out.column("drop_reason").to_pylist() == ["verify_answer:timeout", None]
+
+
+def test_chat_messages_field() -> None:
+    import json
+
+    chats = [
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"},
+         {"role": "assistant", "content": "<think>add</think> 4"}],
+        [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}],
+        "not a chat",
+    ]  # fmt: skip
+    table = pa.table({"text": ["x"] * 3, "messages": [json.dumps(c) for c in chats]})
+    out = cot_format(table, CotFormatConfig(messages_field="messages"))
+    assert out.column("drop_reason").to_pylist() == [None, "cot_format:missing_think", "cot_format:missing_think"]
+    assert out.column("prompt_text").to_pylist()[0] == "What is 2 + 2?"
