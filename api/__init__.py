@@ -1,1 +1,1 @@
-"""The FastAPI service (jobs API, DuckDB inspection, web page) lands with issue 6; nothing here yet."""
+"""The Refinery service: a FastAPI jobs API, DuckDB inspection of job outputs, bearer-token auth."""

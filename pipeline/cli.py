@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write an HTML report (funnel, histograms, mix) of a job's output")
     report.add_argument("output", help="the job's output directory")
     report.add_argument("--to", help="where to write the HTML (default: OUTPUT/report.html)")
+    serve = commands.add_parser("serve", help="start the HTTP service (FastAPI on uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    sql = commands.add_parser("sql", help="run a read-only DuckDB SELECT over a job's output")
+    sql.add_argument("output", help="the job's output directory")
+    sql.add_argument("query", help='e.g. "SELECT status, count(*) FROM docs GROUP BY status"')
+    sql.add_argument("--limit", type=int, default=100)
     return parser
 
 
@@ -76,8 +83,39 @@ def print_funnel(manifest: Manifest, output: str) -> None:
     )
 
 
+def _sql(args: argparse.Namespace) -> int:
+    from storage.catalog import SqlRefused, SqlTimeout, connect, run_sql
+
+    try:
+        result = run_sql(connect({"job": args.output}, prefix=False), args.query, limit=args.limit)
+    except (SqlRefused, SqlTimeout) as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        return 2
+    table = Table(*result.columns)
+    for row in result.rows:
+        table.add_row(*(str(v) for v in row))
+    Console().print(table)
+    if result.truncated:
+        console.print(f"(first {args.limit} rows)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "sql":
+        return _sql(args)
+    if args.command == "serve":
+        import uvicorn
+
+        from api.app import create_app
+
+        try:
+            app = create_app()
+        except ValueError as error:
+            console.print(f"[red]error:[/red] {error}", highlight=False)
+            return 2
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        return 0
     if args.command == "report":
         from pipeline.report import write_report
 

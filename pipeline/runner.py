@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -99,8 +99,24 @@ def _finished(spec: WorkflowSpec, plan: PartitionPlan) -> PartitionReport | None
     return PartitionReport.model_validate_json(read_bytes(marker))
 
 
+class JobCancelled(RuntimeError):
+    """The job was cancelled; finished partitions keep their markers, so it can be resumed."""
+
+
+@dataclass
+class JobHooks:
+    """How a caller (the service) watches and steers a job: per-step progress and cancellation."""
+
+    on_progress: Callable[[dict[str, int], int], None] | None = None
+    cancelled: Callable[[], bool] | None = None
+
+
 def run_workflow(
-    spec: WorkflowSpec, scheduler: str | None = None, workers: int | None = None, show_progress: bool = True
+    spec: WorkflowSpec,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    show_progress: bool = True,
+    hooks: JobHooks | None = None,
 ) -> JobResult:
     plans = plan_partitions(spec)
     _claim_output(spec, len(plans))
@@ -118,7 +134,7 @@ def run_workflow(
             if spec.exact_dedup or spec.minhash_dedup:
                 with Console(stderr=True).status("global dedup step: keys, shuffles, clusters", spinner="dots"):
                     compute_decisions(client, spec, plans)
-            reports.update(_run_partitions(client, spec, pending, show_progress))
+            reports.update(_run_partitions(client, spec, pending, show_progress, hooks or JobHooks()))
     ordered = [reports[p.index] for p in plans]
     manifest = commit_job(spec, ordered)
     return JobResult(spec.output.url, manifest, skipped)
@@ -133,7 +149,7 @@ def report_step(step: str, partition: int) -> None:
 
 
 def _run_partitions(
-    client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], show_progress: bool
+    client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], show_progress: bool, hooks: JobHooks
 ) -> dict[int, PartitionReport]:
     """One coarse task per partition; per-stage progress arrives as worker events while tasks run."""
     fingerprint = spec.fingerprint()
@@ -144,12 +160,20 @@ def _run_partitions(
         bars = {step: progress.add_task(step, total=len(plans)) for step in steps}
         seen: set[tuple[str, int]] = set()  # a task rerun after a worker died reports its steps again
 
+        done: dict[str, int] = dict.fromkeys(steps, 0)
+
+        def advance(step: str) -> None:
+            progress.advance(bars[step])
+            done[step] += 1
+            if hooks.on_progress:
+                hooks.on_progress(dict(done), len(plans))
+
         def on_event(event: tuple[float, dict]) -> None:
             message = event[1]
             key = (message["step"], message["partition"])
             if key not in seen and message["step"] in bars:
                 seen.add(key)
-                progress.advance(bars[message["step"]])
+                advance(message["step"])
 
         client.subscribe_topic(PROGRESS_TOPIC, on_event)
         try:
@@ -161,6 +185,9 @@ def _run_partitions(
                 for plan in plans
             ]
             for future in as_completed(futures):
+                if hooks.cancelled and hooks.cancelled():
+                    client.cancel(futures)
+                    raise JobCancelled(f"{spec.name} was cancelled")
                 if future.status == "error":
                     error = future.exception()
                     error.add_note(f"(raised by Dask task {future.key})")
@@ -170,7 +197,7 @@ def _run_partitions(
                 for step in steps:  # events may trail the result; the bars end complete either way
                     if (step, report.partition) not in seen:
                         seen.add((step, report.partition))
-                        progress.advance(bars[step])
+                        advance(step)
         finally:
             client.unsubscribe_topic(PROGRESS_TOPIC)
     return reports

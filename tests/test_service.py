@@ -1,0 +1,160 @@
+"""The service over HTTP: a real uvicorn server on 127.0.0.1, real jobs on Dask, DuckDB SQL, auth and roots."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import tree_bytes, write_jsonl_corpus
+
+BIN = Path(sys.executable).parent
+ADMIN, READER, ANALYST = "admin-token", "reader-token", "analyst-token"
+
+
+class Server:
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.root = root
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "REFINERY_API_TOKENS": f"{ADMIN},{READER}=read,{ANALYST}=read+sql",
+            "REFINERY_DATA_ROOTS": str(self.root),
+            "REFINERY_STATE_DB": str(self.root / "state.sqlite"),
+            "REFINERY_WORKERS": "1",
+        }
+        self.proc = subprocess.Popen([BIN / "refinery", "serve", "--port", str(self.port)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/openapi.json", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise TimeoutError("the service did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def client(self, token: str | None = ADMIN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+def _wait(client: httpx.Client, job_id: str, states: tuple[str, ...] = ("succeeded", "failed"), limit: float = 180):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.3)
+    raise TimeoutError(f"job {job_id} still {job['state']}")
+
+
+def test_job_lifecycle_inspection_and_sql(server: Server) -> None:
+    write_jsonl_corpus(server.root / "raw", files=2, docs_per_file=40)
+    admin = server.client()
+    body = {"workflow": "tokenize", "input": "raw", "output": "out/one", "set": ["stages.1.seq_len=256"]}
+    response = admin.post("/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job = _wait(admin, response.json()["id"])
+    assert job["state"] == "succeeded" and job["funnel"]["kept"] == 80
+    assert job["progress"]["steps"]["write"] == 2
+    assert any("succeeded" in line for line in admin.get(f"/jobs/{job['id']}/logs").json()["lines"])
+    assert admin.get("/jobs").json()["count"] == 1
+
+    reader = server.client(READER)
+    assert [d["id"] for d in reader.get("/datasets").json()["data"]] == [job["id"]]
+    assert reader.get(f"/datasets/{job['id']}").json()["funnel"]["kept"] == 80
+    shards = reader.get(f"/datasets/{job['id']}/shards").json()["data"]
+    sample = reader.get(f"/shards/{shards[0]['id']}/sample", params={"n": 2}).json()["sequences"]
+    assert len(sample) == 2 and sample[0]["documents"][0]["text"].endswith("<｜end▁of▁sentence｜>")
+
+    analyst = server.client(ANALYST)
+    query = f"SELECT status, count(*) AS n FROM ds_{job['id']}_docs GROUP BY status"
+    result = analyst.post("/sql", json={"query": query})
+    assert result.status_code == 200 and result.json()["rows"] == [["kept", 80]]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "COPY (SELECT 1) TO '/tmp/refinery-escape.csv'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "ATTACH '/tmp/refinery-escape.db'",
+        "INSTALL httpfs",
+        "PRAGMA database_list",
+        "CREATE TABLE t AS SELECT 1",
+        "SELECT 1; SELECT 2",
+        "SET enable_external_access = true",
+    ],
+)
+def test_sql_escapes_are_refused(server: Server, query: str) -> None:
+    response = server.client(ANALYST).post("/sql", json={"query": query})
+    assert response.status_code == 403 and response.json()["detail"]
+    assert not Path("/tmp/refinery-escape.csv").exists()
+
+
+def test_auth_scopes_and_roots(server: Server) -> None:
+    assert server.client(None).get("/jobs").status_code == 401
+    assert server.client("wrong").get("/jobs").status_code == 401
+    body = {"workflow": "tokenize", "input": "raw", "output": "out/x"}
+    assert server.client(READER).post("/jobs", json=body).status_code == 403
+    assert server.client(READER).post("/sql", json={"query": "SELECT 1"}).status_code == 403
+    for bad in ({"output": "../outside"}, {"input": "/etc"}, {"output": "/tmp/elsewhere"}, {"input": "s3://b/x"}):
+        response = server.client().post("/jobs", json={**body, **bad})
+        assert response.status_code == 403, (bad, response.text)
+    invalid = server.client().post("/jobs", json={**body, "set": ["stages.1.seq_len=0"]})
+    assert invalid.status_code == 422 and "stages[1].seq_len: must be > 0" in invalid.json()["detail"]
+    missing = server.client().post("/jobs", json={"output": "out/x"})
+    assert missing.status_code == 422 and "exactly one of 'workflow' and 'spec'" in missing.json()["detail"]
+    assert server.client().get("/jobs/nope").status_code == 404
+
+
+def test_restart_marks_interrupted_and_resume_finishes_identically(server: Server) -> None:
+    write_jsonl_corpus(server.root / "raw", files=16, docs_per_file=400, seed=4)
+    admin = server.client()
+    body = {"workflow": "tokenize", "input": "raw", "output": "out/resumed", "set": ["stages.1.seq_len=512"]}
+    job_id = admin.post("/jobs", json=body).json()["id"]
+    markers = server.root / "out" / "resumed" / "_markers"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (markers.exists() and len(list(markers.iterdir())) >= 2):
+        time.sleep(0.05)
+    server.kill()
+    assert len(list(markers.iterdir())) < 16, "the service died part-way through the job"
+    server.start()
+    admin = server.client()
+    assert admin.get(f"/jobs/{job_id}").json()["state"] == "interrupted"
+    assert admin.post(f"/jobs/{job_id}/resume").status_code == 200
+    assert _wait(admin, job_id)["state"] == "succeeded"
+    reference = admin.post("/jobs", json={**body, "output": "out/reference"}).json()["id"]
+    assert _wait(admin, reference)["state"] == "succeeded"
+    resumed, expected = tree_bytes(server.root / "out" / "resumed"), tree_bytes(server.root / "out" / "reference")
+    assert resumed.keys() == expected.keys()
+    assert all(resumed[k] == expected[k] for k in expected)
