@@ -15,7 +15,7 @@ import yaml
 from distributed import LocalCluster
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from api.models import ErrorBody, JobCreate, JobPublic, JobsPublic, SqlRequest, SqlResult
 from api.runner import JobRunner
@@ -100,6 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if job is None:
             raise HTTPException(404, f"no job {job_id!r}")
         return job
+
+    page = (Path(__file__).parent / "static" / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        """The web page: jobs with live progress, a job's funnel, a SQL console (it asks for a token)."""
+        return page
 
     @app.post("/jobs", response_model=JobPublic, status_code=202, responses=ERRORS, dependencies=[scope("submit")])
     def submit(body: JobCreate) -> dict[str, Any]:
