@@ -36,6 +36,7 @@ bench: test-deps
 	$(BIN)/python bench/bench_dedup.py
 	$(BIN)/python bench/bench_quality.py --corpus prose
 	$(BIN)/python bench/bench_quality.py --corpus code
+	$(BIN)/python bench/bench_service.py
 
 clean:
 	rm -rf out bench/results

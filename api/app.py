@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -193,11 +194,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             out.append({"n_pad": row["n_pad"], "cu_seqlens": bounds, "documents": docs})
         return {"shard": shard_id, "sequences": out}
 
+    catalog: dict[str, Any] = {}
+    catalog_lock = threading.Lock()
+
     @app.post("/sql", response_model=SqlResult, responses=ERRORS, dependencies=[scope("sql")])
     def sql(body: SqlRequest) -> dict[str, Any]:
         names = {f"ds_{k}": v for k, v in datasets().items()}
+        key = frozenset(names.items())
+        with catalog_lock:  # one sandboxed database per set of datasets; a cursor per request
+            if catalog.get("key") != key:
+                catalog.update(key=key, conn=connect(names))
+            cursor = catalog["conn"].cursor()
         try:
-            result = run_sql(connect(names), body.query, settings.sql_row_limit, settings.sql_timeout_seconds)
+            result = run_sql(cursor, body.query, settings.sql_row_limit, settings.sql_timeout_seconds)
         except SqlRefused as error:
             raise HTTPException(403, str(error)) from None
         except SqlTimeout as error:

@@ -151,7 +151,7 @@ def compute_decisions(client: Client, spec: WorkflowSpec, plans: list[PartitionP
 
 
 def _compute_decisions(client: Client, spec: WorkflowSpec, plans: list[PartitionPlan]) -> None:
-    fingerprint = spec.fingerprint()
+    fingerprint = spec.task_prefix()
     minhash = spec.minhash_dedup
     parts = [client.submit(partition_keys, p, spec, key=f"dedup-keys-{fingerprint}-{p.index}") for p in plans]
     numbers = [p.index for p in plans]

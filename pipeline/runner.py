@@ -152,7 +152,7 @@ def _run_partitions(
     client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], show_progress: bool, hooks: JobHooks
 ) -> dict[int, PartitionReport]:
     """One coarse task per partition; per-stage progress arrives as worker events while tasks run."""
-    fingerprint = spec.fingerprint()
+    fingerprint = spec.task_prefix()
     steps = ["read", *(s.stage for s in spec.stages), "write"]
     reports: dict[int, PartitionReport] = {}
     columns = [TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]

@@ -138,6 +138,12 @@ class WorkflowSpec(BaseModel):
     def pack(self) -> PackConfig | None:
         return next((s for s in self.stages if isinstance(s, PackConfig)), None)
 
+    def task_prefix(self) -> str:
+        """Unique per (spec, output): Dask merges tasks with equal keys, so two jobs that differ only in their
+        output must not share keys, or one job's writes would stand in for the other's."""
+        payload = f"{self.fingerprint()}|{self.output.url}"
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
     def fingerprint(self) -> str:
         """Hash of everything that decides the output bytes; a resumed job must match it."""
         payload = self.model_dump(mode="json", exclude={"name": True, "output": {"url"}})

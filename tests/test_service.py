@@ -158,3 +158,18 @@ def test_restart_marks_interrupted_and_resume_finishes_identically(server: Serve
     resumed, expected = tree_bytes(server.root / "out" / "resumed"), tree_bytes(server.root / "out" / "reference")
     assert resumed.keys() == expected.keys()
     assert all(resumed[k] == expected[k] for k in expected)
+
+
+def test_load_none_lost_none_duplicated(tmp_path: Path) -> None:
+    """50 submissions from 10 clients and 200 SQL queries from 20 clients against one real server."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_service import run_load, start_server
+
+    proc, url = start_server(tmp_path)
+    try:
+        report = run_load(url, tmp_path)
+    finally:
+        proc.kill()
+    print("\n" + ", ".join(f"{k}={v}" for k, v in report.items()))
+    assert report["jobs_submitted"] == report["jobs_distinct"] == report["jobs_listed"] == 50
+    assert report["jobs_succeeded"] == 50 and report["sql_queries"] == 200
