@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.cli import main
 from pipeline.runner import run_workflow
@@ -82,3 +83,21 @@ def test_report_draws_funnel_histograms_and_mix(tmp_path: Path) -> None:
         assert heading in text
     assert "dropped: mix:downsampled" in text and "characters per document" in text
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_sql_cli_and_its_sandbox(tmp_path: Path, capsys) -> None:
+    from storage.catalog import SqlTimeout, connect, run_sql
+
+    corpus = _corpus(tmp_path / "in")
+    run_workflow(_spec(corpus, tmp_path / "out"), workers=1, show_progress=False)
+    assert (
+        main(["sql", str(tmp_path / "out"), "SELECT domain, count(*) AS n FROM docs GROUP BY domain ORDER BY 1"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "code" in printed and "prose" in printed
+    assert main(["sql", str(tmp_path / "out"), "SELECT * FROM read_csv('/etc/passwd')"]) == 2
+    conn = connect({"job": str(tmp_path / "out")}, prefix=False)
+    with pytest.raises(SqlTimeout):
+        run_sql(conn, "SELECT count(*) FROM range(100000000000) a", timeout=0.5)
+    limited = run_sql(conn, "SELECT * FROM range(50)", limit=10)
+    assert len(limited.rows) == 10 and limited.truncated

@@ -173,3 +173,20 @@ def test_load_none_lost_none_duplicated(tmp_path: Path) -> None:
     print("\n" + ", ".join(f"{k}={v}" for k, v in report.items()))
     assert report["jobs_submitted"] == report["jobs_distinct"] == report["jobs_listed"] == 50
     assert report["jobs_succeeded"] == 50 and report["sql_queries"] == 200
+
+
+def test_cancel_keeps_finished_partitions_and_resume_completes(server: Server) -> None:
+    write_jsonl_corpus(server.root / "raw", files=16, docs_per_file=400, seed=6)
+    admin = server.client()
+    body = {"workflow": "tokenize", "input": "raw", "output": "out/cancelled", "set": ["stages.1.seq_len=512"]}
+    job_id = admin.post("/jobs", json=body).json()["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and admin.get(f"/jobs/{job_id}").json()["state"] != "running":
+        time.sleep(0.05)
+    assert admin.post(f"/jobs/{job_id}/cancel").status_code == 200
+    job = _wait(admin, job_id, states=("cancelled", "succeeded"))
+    assert job["state"] == "cancelled", "16 partitions take longer than the cancel"
+    assert admin.post(f"/jobs/{job_id}/cancel").status_code == 409
+    assert admin.post(f"/jobs/{job_id}/resume").status_code == 200
+    assert _wait(admin, job_id)["state"] == "succeeded"
+    assert (server.root / "out" / "cancelled" / "_SUCCESS").exists()
