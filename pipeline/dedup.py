@@ -182,7 +182,7 @@ def _compute_decisions(client: Client, spec: WorkflowSpec, plans: list[Partition
         return
     staging = join(spec.output.url, "dedup", "_index-staging")
     writes += [
-        delayed(_write_index_part)(part, decided, staging, f"{fingerprint}-part-{plan.index:05d}.parquet")
+        delayed(_write_index_part)(part, decided, staging, f"{spec.fingerprint()}-part-{plan.index:05d}.parquet")
         for part, plan in zip(parts, plans, strict=False)
     ]
     writes += [delayed(_copy_index_part)(url, staging) for url in old_urls]

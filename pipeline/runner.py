@@ -219,6 +219,8 @@ def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
         funnel=funnel,
         mix=mix_shares(reports),
     )
+    # A task killed mid-write (a lost worker) leaves its temporary file; the rerun committed the real one.
+    remove_temporaries(spec.output.url)
     if spec.exact_dedup or spec.minhash_dedup:
         write_cluster_table(spec.output.url, [r.partition for r in reports])
     write_manifest(spec.output.url, manifest)
