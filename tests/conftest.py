@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from schemas.spec import WorkflowSpec, parse_spec
@@ -80,3 +87,55 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     return write_jsonl_corpus(tmp_path / "corpus", files=4, docs_per_file=50)
+
+
+BIN = Path(sys.executable).parent
+ADMIN, READER, ANALYST = "admin-token", "reader-token", "analyst-token"
+
+
+class Server:
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.root = root
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "REFINERY_API_TOKENS": f"{ADMIN},{READER}=read,{ANALYST}=read+sql",
+            "REFINERY_DATA_ROOTS": str(self.root),
+            "REFINERY_STATE_DB": str(self.root / "state.sqlite"),
+            "REFINERY_WORKERS": "1",
+        }
+        self.proc = subprocess.Popen([BIN / "refinery", "serve", "--port", str(self.port)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/openapi.json", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise TimeoutError("the service did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def client(self, token: str | None = ADMIN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.kill()

@@ -5,24 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
-
-from .conftest import write_jsonl_corpus
-from .test_service import ADMIN, Server
+from .conftest import ADMIN, Server, write_jsonl_corpus
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    running = Server(tmp_path)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.kill()
 
 
 def test_page_submits_a_job_shows_progress_funnel_and_sql(server: Server, tmp_path: Path) -> None:
