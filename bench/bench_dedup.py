@@ -21,7 +21,7 @@ from distributed import Client, LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tokenize import text_mb
-from corpus import build
+from corpus import corpora
 
 from pipeline.runner import run_workflow
 from schemas.spec import parse_spec
@@ -100,9 +100,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    data = HERE / "data"
-    base = build(data / f"text-{args.size_mb}mb", args.size_mb)
-    big = build(data / f"text-{4 * args.size_mb}mb-after-{args.size_mb}", 4 * args.size_mb, skip_mb=args.size_mb)
+    base, big = corpora(args.size_mb)
     _, mb = text_mb(base)
     _, big_mb = text_mb(big)
     scratch = HERE / "results" / "scratch-dedup"

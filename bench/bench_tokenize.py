@@ -22,7 +22,7 @@ import orjson
 from distributed import Client, LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import build
+from corpus import corpora
 
 from pipeline.runner import run_workflow
 from schemas.spec import WorkflowSpec, parse_spec
@@ -128,9 +128,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    data = HERE / "data"
-    base = build(data / f"text-{args.size_mb}mb", args.size_mb)
-    big = build(data / f"text-{4 * args.size_mb}mb-after-{args.size_mb}", 4 * args.size_mb, skip_mb=args.size_mb)
+    base, big = corpora(args.size_mb)
     scratch = HERE / "results" / "scratch"
     shutil.rmtree(scratch, ignore_errors=True)
 

@@ -69,3 +69,11 @@ def build(directory: Path, size_mb: int, skip_mb: int = 0) -> Path:
     if written < budget:
         sys.exit(f"only {written / 2**20:.0f} MB of text found on this machine; use a smaller --size-mb")
     return directory
+
+
+def corpora(size_mb: int) -> tuple[Path, Path]:
+    """The benchmark pair: ``size_mb`` MB, and a distinct corpus four times larger (for the scaling check)."""
+    data = Path(__file__).parent / "data"
+    base = build(data / f"text-{size_mb}mb", size_mb)
+    big = build(data / f"text-{4 * size_mb}mb-after-{size_mb}", 4 * size_mb, skip_mb=size_mb)
+    return base, big

@@ -66,7 +66,3 @@ DOC_RECORD_SCHEMA = pa.schema(
         pa.field("stage", pa.string()),
     ]
 )
-
-
-def empty_quarantine() -> pa.Table:
-    return QUARANTINE_SCHEMA.empty_table()

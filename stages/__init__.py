@@ -1,8 +1,9 @@
 """Stage registry: the ``stage:`` name in a workflow spec → the function that runs it.
 
 A per-batch stage is a pure function ``(pa.Table, config) -> pa.Table``: no I/O, no Dask. It may add
-columns, and it drops a row by setting ``drop_reason`` (null keeps it). ``pack`` is terminal: it turns
-documents into packed sequences.
+columns, and it drops a row by setting ``drop_reason`` (null keeps it). ``pack`` and ``rl_set`` are terminal:
+they turn the kept documents into packed sequences or into rows of an RL set. Global stages (``exact_dedup``,
+``minhash_dedup``) have no function here: ``pipeline.dedup`` runs them across the whole corpus.
 """
 
 from __future__ import annotations

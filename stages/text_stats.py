@@ -54,20 +54,6 @@ def _later_occurrence(owner: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     return pd.Series(_keys(owner, hashes)).duplicated(keep="first").to_numpy()
 
 
-def ngram_hashes(word_hash: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hashes of every run of ``n`` words inside one document, with owner and start index."""
-    if len(word_hash) < n:
-        empty = np.zeros(0, np.int64)
-        return np.zeros(0, np.uint64), empty, empty
-    gram = word_hash[: len(word_hash) - n + 1].copy()
-    with np.errstate(over="ignore"):
-        for k in range(1, n):
-            gram = _mix(gram * np.uint64(0x9E3779B97F4A7C15) + word_hash[k : len(word_hash) - n + 1 + k])
-    start = np.arange(len(gram))
-    inside = owner[: len(owner) - n + 1] == owner[n - 1 :]
-    return gram[inside], owner[: len(owner) - n + 1][inside], start[inside]
-
-
 class NGrams:
     """n-gram hashes for n = 2, 3, … built incrementally: one mixing pass per step instead of n - 1."""
 
