@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test-deps demo test lint bench clean
+.PHONY: venv test-deps check-runtime browser demo test lint bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +21,23 @@ venv: $(VENV)/.runtime
 
 test-deps: $(VENV)/.test
 
-demo: venv
+# Every runtime import is pinned in requirements.lock and every shipped workflow validates, checked in the runtime
+# venv before the test lock adds anything to it (tests/test_runtime_lock.py, plain Python, no pytest needed).
+check-runtime: venv
+	$(BIN)/python tests/test_runtime_lock.py
+
+# Debian's chromium for the web-page tests: installed through apt when root, else one line naming the package.
+browser:
+	bash tests/ensure_chromium.sh
+
+demo: check-runtime
 	$(BIN)/refinery run workflows/pretrain.yaml --output out/pretrain --set stages.1.drop=false
 
 lint: test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint browser
 	$(BIN)/pytest -m "not slow"
 
 bench: test-deps
