@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import pyarrow.parquet as pq
 import yaml
 from distributed import LocalCluster
@@ -19,15 +20,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from api.models import ErrorBody, JobCreate, JobPublic, JobsPublic, SqlRequest, SqlResult
+from api.placement import PlacementError, check_output_placement
 from api.runner import JobRunner
-from api.security import check_token, inside_roots
+from api.security import RequestGuard, check_token
 from api.settings import Settings
-from api.store import JobStore
-from schemas.spec import SpecError, parse_spec, set_dotted
+from api.store import RESUMABLE, JobStore, OutputTaken
+from schemas.spec import SpecError, WorkflowSpec, parse_spec, set_dotted
 from stages.tokenize import tokenizer_path
 from storage.catalog import SqlRefused, SqlTimeout, connect, run_sql
 
-ERRORS = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}}
+ERRORS = {
+    401: {"model": ErrorBody},
+    403: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    413: {"model": ErrorBody},
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cluster = LocalCluster(n_workers=settings.workers or os.cpu_count() or 1, threads_per_worker=1,
                                processes=True, dashboard_address=None, silence_logs=logging.ERROR)  # fmt: skip
         scheduler = cluster.scheduler_address
-    runner = JobRunner(store, scheduler, settings.workers)
+    policy = settings.policy
+    runner = JobRunner(store, scheduler, settings.workers, policy.roots)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Refinery", version="0.1.0", description="Jobs, datasets and SQL over training data.", lifespan=lifespan
     )
     app.state.interrupted_at_start = interrupted
+    app.add_middleware(RequestGuard, tokens=settings.tokens, max_body_bytes=settings.max_body_bytes)
 
     def scope(name: str):
         def dependency(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -75,10 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data = yaml.safe_load(path.read_text())
         else:
             data = json.loads(json.dumps(body.spec))
-        if body.input:
-            data.setdefault("input", {})["url"] = body.input
-        if body.output:
-            data.setdefault("output", {})["url"] = body.output
+        for key, value in (("input", body.input), ("output", body.output)):
+            if value:
+                if not isinstance(data.get(key, {}), dict):
+                    raise HTTPException(422, f"{key}: must be a mapping")
+                data.setdefault(key, {})["url"] = value
         try:
             for item in body.set:
                 set_dotted(data, item)
@@ -86,15 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(422, "; ".join(error.problems)) from None
         return data
 
-    def validated(data: dict[str, Any]) -> Any:
+    def validated(data: Any) -> WorkflowSpec:
+        """The spec with every path-typed field checked by the data-root policy and resolved (403 naming the field
+        when one is refused, 422 for any other fault)."""
         try:
-            spec = parse_spec(data)
+            return parse_spec(data, policy=policy)
         except SpecError as error:
-            raise HTTPException(422, "; ".join(error.problems)) from None
-        urls = [inside_roots(u, settings.data_roots, "input") for u in spec.input.url]
-        output = inside_roots(spec.output.url, settings.data_roots, "output")
-        return spec.model_copy(update={"input": spec.input.model_copy(update={"url": urls}),
-                                       "output": spec.output.model_copy(update={"url": output})})  # fmt: skip
+            raise HTTPException(403 if error.refused else 422, "; ".join(error.problems)) from None
 
     def job_or_404(job_id: str) -> dict[str, Any]:
         job = store.get(job_id)
@@ -112,7 +121,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/jobs", response_model=JobPublic, status_code=202, responses=ERRORS, dependencies=[scope("submit")])
     def submit(body: JobCreate) -> dict[str, Any]:
         spec = validated(build_spec(body))
-        job_id = store.create(spec.name, spec.model_dump(mode="json"), spec.output.url)
+        try:
+            check_output_placement(spec.output.url, spec.input.url, policy.locations)
+            job_id = store.create(spec.name, spec.model_dump(mode="json"), spec.output.url)
+        except (PlacementError, OutputTaken) as error:
+            raise HTTPException(409, f"output.url: {error}") from None
         runner.start(job_id, spec)
         return store.get(job_id)
 
@@ -133,20 +146,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=ERRORS, dependencies=[scope("submit")])
     def cancel(job_id: str) -> dict[str, Any]:
         job = job_or_404(job_id)
-        if job["state"] not in ("queued", "running") or not runner.cancel(job_id):
-            raise HTTPException(409, f"job {job_id} is {job['state']}, not running")
-        return store.get(job_id)
+        if not store.transition(job_id, ("queued", "running"), "cancelling"):
+            raise HTTPException(409, f"job {job_id} is {store.get(job_id)['state']}, not queued or running")
+        runner.cancel(job_id)
+        store.log(job_id, "cancel requested")
+        return store.get(job_id) or job
 
     @app.post("/jobs/{job_id}/resume", response_model=JobPublic, responses=ERRORS, dependencies=[scope("submit")])
     def resume(job_id: str) -> dict[str, Any]:
         job = job_or_404(job_id)
-        if job["state"] not in ("interrupted", "cancelled", "failed"):
+        spec = validated(job["spec"])  # the roots may have changed since the job was submitted
+        if not store.transition(job_id, RESUMABLE, "queued", error=None):
             raise HTTPException(
-                409, f"job {job_id} is {job['state']}; only interrupted, cancelled or failed jobs resume"
+                409, f"job {job_id} is {store.get(job_id)['state']}; only interrupted, cancelled or failed jobs resume"
             )
         store.log(job_id, "resuming: finished partitions are skipped")
-        runner.start(job_id, parse_spec(job["spec"]))
-        return store.get(job_id)
+        runner.start(job_id, spec)
+        return store.get(job_id) or job
 
     def datasets() -> dict[str, str]:
         return {j["id"]: j["output"] for j in store.list() if j["state"] == "succeeded" and Path(j["output"]).exists()}
@@ -196,9 +212,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     catalog: dict[str, Any] = {}
     catalog_lock = threading.Lock()
+    # SQL runs in its own small pool of threads, so slow queries never hold the threads that serve jobs and status.
+    sql_slots = anyio.CapacityLimiter(settings.sql_concurrency)
 
-    @app.post("/sql", response_model=SqlResult, responses=ERRORS, dependencies=[scope("sql")])
-    def sql(body: SqlRequest) -> dict[str, Any]:
+    def query(text: str) -> dict[str, Any]:
         names = {f"ds_{k}": v for k, v in datasets().items()}
         key = frozenset(names.items())
         with catalog_lock:  # one sandboxed database per set of datasets; a cursor per request
@@ -206,12 +223,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 catalog.update(key=key, conn=connect(names))
             cursor = catalog["conn"].cursor()
         try:
-            result = run_sql(cursor, body.query, settings.sql_row_limit, settings.sql_timeout_seconds)
+            result = run_sql(cursor, text, settings.sql_row_limit, settings.sql_timeout_seconds, settings.sql_max_bytes)
         except SqlRefused as error:
             raise HTTPException(403, str(error)) from None
         except SqlTimeout as error:
             raise HTTPException(408, str(error)) from None
+        finally:
+            cursor.close()
         rows = [[v if isinstance(v, int | float | str | bool | type(None)) else str(v) for v in r] for r in result.rows]
-        return {"columns": result.columns, "rows": rows, "truncated": result.truncated}
+        return {"columns": result.columns, "rows": rows, "truncated": result.truncated,
+                "truncated_by": result.truncated_by}  # fmt: skip
+
+    @app.post("/sql", response_model=SqlResult, responses=ERRORS, dependencies=[scope("sql")])
+    async def sql(body: SqlRequest) -> dict[str, Any]:
+        stats = sql_slots.statistics()
+        if stats.borrowed_tokens >= stats.total_tokens and stats.tasks_waiting >= settings.sql_queue:
+            raise HTTPException(503, "too many SQL queries are running or waiting; retry shortly")
+        return await anyio.to_thread.run_sync(query, body.query, limiter=sql_slots)
 
     return app

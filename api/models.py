@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,7 +28,7 @@ class JobCreate(BaseModel):
     spec: dict[str, Any] | None = Field(None, description="A whole workflow spec, as its YAML would hold it.")
     input: str | None = None
     output: str | None = None
-    set: list[str] = Field(default_factory=list, description="Overrides, KEY=VALUE with dotted keys.")
+    set: list[str] = Field(default_factory=list, max_length=100, description="Overrides, KEY=VALUE with dotted keys.")
 
     @model_validator(mode="after")
     def _one_source(self) -> JobCreate:
@@ -59,13 +59,18 @@ class SqlRequest(BaseModel):
         json_schema_extra={"examples": [{"query": "SELECT status, count(*) FROM ds_docs GROUP BY 1"}]}
     )
 
-    query: str = Field(min_length=1, description="One SELECT over the views <dataset>_docs, _quarantine, …")
+    query: str = Field(
+        min_length=1, max_length=100_000, description="One SELECT over the views <dataset>_docs, _quarantine, …"
+    )
 
 
 class SqlResult(BaseModel):
     columns: list[str]
     rows: list[list[Any]]
     truncated: bool
+    truncated_by: Literal["rows", "bytes"] | None = Field(
+        None, description="Which bound cut the result: the row limit or the byte limit."
+    )
 
 
 class ErrorBody(BaseModel):

@@ -10,17 +10,19 @@ import threading
 import traceback
 
 from api.store import JobStore
-from pipeline.runner import JobCancelled, JobConflictError, JobHooks, run_workflow
+from pipeline.runner import JobConflictError, JobHooks, run_workflow
+from pipeline.waiting import JobCancelled
 from schemas.spec import WorkflowSpec
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, scheduler: str | None, workers: int | None) -> None:
-        self.store, self.scheduler, self.workers = store, scheduler, workers
+    def __init__(self, store: JobStore, scheduler: str | None, workers: int | None, roots: tuple[str, ...]) -> None:
+        self.store, self.scheduler, self.workers, self.roots = store, scheduler, workers, roots
         self._cancel: dict[str, threading.Event] = {}
         self._threads: dict[str, threading.Thread] = {}
 
     def start(self, job_id: str, spec: WorkflowSpec) -> None:
+        """Run a job the caller has moved to ``queued`` (a compare-and-set in the store, so once per job)."""
         self._cancel[job_id] = threading.Event()
         thread = threading.Thread(target=self._run, args=(job_id, spec), name=f"job-{job_id}", daemon=True)
         self._threads[job_id] = thread
@@ -35,13 +37,15 @@ class JobRunner:
 
     def _run(self, job_id: str, spec: WorkflowSpec) -> None:
         store = self.store
-        store.update(job_id, state="running")
+        if not store.transition(job_id, ("queued",), "running"):
+            store.update(job_id, state="cancelled")  # cancelled before it started
+            return
         store.log(job_id, f"started {spec.name}: {len(spec.stages)} stages, output {spec.output.url}")
 
         def progress(done: dict[str, int], total: int) -> None:
             store.update(job_id, progress={"total": total, "steps": done})
 
-        hooks = JobHooks(on_progress=progress, cancelled=self._cancel[job_id].is_set)
+        hooks = JobHooks(on_progress=progress, cancelled=self._cancel[job_id].is_set, roots=self.roots)
         try:
             result = run_workflow(spec, self.scheduler, self.workers, show_progress=False, hooks=hooks)
         except JobCancelled:

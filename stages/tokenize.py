@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.document import N_TOKENS, TOKEN_IDS
+from schemas.paths import BUILTIN_TOKENIZERS
 from schemas.stages import TokenizeConfig
 
 log = logging.getLogger(__name__)
-BUILTIN_TOKENIZERS = {"deepseek-v3", "deepseek-r1"}
 
 
 class Encoder(Protocol):

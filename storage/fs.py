@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
+import stat
 import uuid
+from dataclasses import dataclass
 
 import fsspec
 from fsspec.core import url_to_fs
+
+from schemas.paths import is_within
 
 
 class StorageError(OSError):
@@ -24,23 +29,65 @@ def _full_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path) if fs.protocol not in ("file", ("file", "local")) else path
 
 
-def expand_inputs(urls: list[str]) -> list[str]:
-    """Expand paths, globs and directories into a sorted list of file URLs (hidden files skipped)."""
+def display_name(path: str) -> str:
+    """A file name that can be written anywhere (Arrow, JSON): undecodable bytes shown as ``\\xNN``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def local_refusal(path: str, roots: tuple[str, ...] = ()) -> str | None:
+    """Why a local input file must not be opened, or None: a name that is not UTF-8, a special file (a FIFO would
+    block the reader forever), or - when ``roots`` confine the job - a real location outside them (symlinks)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8; rename the file"
+    if roots and not any(is_within(os.path.realpath(path), root) for root in roots):
+        return "it is a symbolic link to a location outside the data roots"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        return f"cannot stat it: {error.strerror}"
+    if not stat.S_ISREG(mode):
+        return "it is not a regular file (a FIFO, socket or device)"
+    return None
+
+
+@dataclass(frozen=True)
+class InputListing:
+    """The files a job reads, and the ones it refuses to open with the reason (they are quarantined)."""
+
+    files: list[str]
+    refused: list[tuple[str, str]]
+
+
+def list_inputs(urls: list[str], roots: tuple[str, ...] = ()) -> InputListing:
+    """Expand paths, globs and directories into sorted file URLs (hidden files skipped); local files that
+    :func:`local_refusal` rejects are listed apart, by their display name."""
     found: list[str] = []
+    refused: dict[str, str] = {}
     for url in urls:
         fs, path = filesystem(url)
         if fs.isdir(path):
             matches = [p for p in fs.find(path) if not posixpath.basename(p).startswith((".", "_"))]
         elif any(ch in path for ch in "*?["):
-            matches = [p for p in fs.glob(path) if fs.isfile(p)]
+            matches = [p for p in fs.glob(path) if not fs.isdir(p)]
         elif fs.exists(path):
             matches = [path]
         else:
             raise StorageError(f"input {url!r} does not exist")
         if not matches:
             raise StorageError(f"input {url!r} matches no file")
-        found.extend(_full_url(fs, p) for p in sorted(matches))
-    return sorted(dict.fromkeys(found))
+        for p in sorted(matches):
+            why = local_refusal(p, roots) if is_local(fs) else None
+            if why is None:
+                found.append(_full_url(fs, p))
+            else:
+                refused[display_name(p)] = why
+    return InputListing(sorted(dict.fromkeys(found)), sorted(refused.items()))
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return fs.protocol in ("file", ("file", "local"))
 
 
 def join(base: str, *parts: str) -> str:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from schemas.document import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 from schemas.spec import InputSpec
 from storage.decompress import compression_of, decompress, strip_compression
-from storage.fs import read_bytes
+from storage.fs import display_name, local_refusal, read_bytes
 
 RAW_PREVIEW = 512
 FORMAT_BY_SUFFIX = {
@@ -291,18 +291,34 @@ def read_csv(source: str, data: bytes, problem: str | None, cfg: InputSpec) -> R
     return _table_to_batch(source, table, cfg, col, first_line=1)
 
 
-def read_file(source: str, fmt: str, cfg: InputSpec) -> RawBatch:
+def _unreadable(source: str, detail: str, reason: str = "unreadable_file") -> RawBatch:
+    col = _Collector(display_name(source))
+    col.n_input = 1
+    col.quarantine(0, reason, detail)
+    return col.batch()
+
+
+def refused_files(sources: Iterable[str], reasons: Iterable[str]) -> RawBatch:
+    """Quarantine records for input files the job will not open (special files, symlinks out of the roots)."""
+    return concat_batches(_unreadable(s, f"not read: {why}") for s, why in zip(sources, reasons, strict=True))
+
+
+def read_file(source: str, fmt: str, cfg: InputSpec, roots: tuple[str, ...] = ()) -> RawBatch:
     """Read one input file; a file that cannot be opened becomes one quarantine record, not a crash."""
+    if "://" not in source:
+        why = local_refusal(source, roots)  # again on the worker: the file may have changed since planning
+        if why is not None:
+            return _unreadable(source, f"not read: {why}")
     try:
         raw = read_bytes(source)
     except OSError as error:
-        col = _Collector(source)
-        col.n_input = 1
-        col.quarantine(0, "unreadable_file", f"cannot read file: {error}")
-        return col.batch()
+        return _unreadable(source, f"cannot read file: {error}")
     if fmt == "parquet":
         return read_parquet(source, raw, cfg)
-    data, problem = decompress(raw, compression_of(source))
+    compression = compression_of(source)
+    if compression is not None and not raw:
+        return _unreadable(source, f"an empty file is not a {compression} stream", "truncated_file")
+    data, problem = decompress(raw, compression)
     if fmt == "jsonl":
         return read_jsonl(source, data, problem, cfg)
     if fmt == "csv":

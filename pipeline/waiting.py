@@ -1,0 +1,60 @@
+"""Waiting on Dask futures while staying cancellable: a cancel takes effect within seconds, even for a hung task.
+
+Dask cannot interrupt a Python function that is running: cancelling its future only makes the scheduler forget
+it, while the worker thread runs on (a tokenizer reading an endless file, a regex that never returns). So after a
+cancel, workers still executing a cancelled task are restarted; Dask reschedules whatever else they held.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from distributed import Client, Future, wait
+
+POLL_SECONDS = 0.5
+GRACE_SECONDS = 2.0
+
+
+class JobCancelled(RuntimeError):
+    """The job was cancelled; finished partitions keep their markers, so it can be resumed."""
+
+
+def _cancelled_still_running(dask_worker) -> list[str]:  # runs on each worker's event loop
+    return [str(key) for key, task in dask_worker.state.tasks.items() if task.state == "cancelled"]
+
+
+def stop_futures(client: Client, futures: list[Future]) -> None:
+    """Cancel ``futures``; restart the workers that still execute one of them after a short grace period."""
+    client.cancel(futures, force=True)
+    deadline = time.monotonic() + GRACE_SECONDS
+    while time.monotonic() < deadline:
+        stuck = [worker for worker, keys in client.run(_cancelled_still_running).items() if keys]
+        if not stuck:
+            return
+        time.sleep(POLL_SECONDS)
+    client.restart_workers(stuck, timeout=60, raise_for_error=False)
+
+
+def as_finished(
+    client: Client, futures: list[Future], cancelled: Callable[[], bool] | None, what: str
+) -> Iterator[Future]:
+    """Yield futures as they finish, checking ``cancelled`` every half second; raise :class:`JobCancelled`."""
+    pending = set(futures)
+    while pending:
+        if cancelled is not None and cancelled():
+            stop_futures(client, futures)
+            raise JobCancelled(f"{what} was cancelled")
+        try:
+            done, pending = wait(list(pending), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            continue
+        pending = set(pending)
+        yield from done
+
+
+def gather_cancellable(client: Client, futures: list[Future], cancelled: Callable[[], bool] | None, what: str) -> list:
+    """``client.gather`` that honours ``cancelled`` while it waits."""
+    for _ in as_finished(client, futures, cancelled, what):
+        pass
+    return client.gather(futures)
