@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, TimeoutError
 
 from distributed import Client, Future, wait
 
@@ -24,16 +25,34 @@ def _cancelled_still_running(dask_worker) -> list[str]:  # runs on each worker's
     return [str(key) for key, task in dask_worker.state.tasks.items() if task.state == "cancelled"]
 
 
+def _ask(client: Client, workers: list[str], timeout: float) -> dict[str, object] | None:
+    """Which cancelled tasks each worker still runs; None if some worker does not answer in time (a task that
+    holds the GIL in native code freezes the worker's event loop too)."""
+    pool = ThreadPoolExecutor(1)
+    answer = pool.submit(client.run, _cancelled_still_running, workers=workers, on_error="return")
+    pool.shutdown(wait=False)
+    try:
+        return answer.result(timeout)
+    except TimeoutError:
+        return None
+
+
 def stop_futures(client: Client, futures: list[Future]) -> None:
-    """Cancel ``futures``; restart the workers that still execute one of them after a short grace period."""
+    """Cancel ``futures``; restart the workers that still execute a cancelled task after a short grace period,
+    or that stop answering."""
+    busy = sorted(worker for worker, keys in client.processing().items() if keys)
     client.cancel(futures, force=True)
+    stuck = set(busy)
     deadline = time.monotonic() + GRACE_SECONDS
-    while time.monotonic() < deadline:
-        stuck = [worker for worker, keys in client.run(_cancelled_still_running).items() if keys]
-        if not stuck:
-            return
-        time.sleep(POLL_SECONDS)
-    client.restart_workers(stuck, timeout=60, raise_for_error=False)
+    while stuck and time.monotonic() < deadline:
+        answer = _ask(client, sorted(stuck), max(0.1, deadline - time.monotonic()))
+        if answer is None:
+            break
+        stuck = {worker for worker, keys in answer.items() if keys}
+        if stuck:
+            time.sleep(POLL_SECONDS)
+    if stuck:
+        client.restart_workers(sorted(stuck), timeout=60, raise_for_error=False)
 
 
 def as_finished(

@@ -94,7 +94,8 @@ ADMIN, READER, ANALYST = "admin-token", "reader-token", "analyst-token"
 
 
 class Server:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.env = env or {}
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -109,6 +110,7 @@ class Server:
             "REFINERY_DATA_ROOTS": str(self.root),
             "REFINERY_STATE_DB": str(self.root / "state.sqlite"),
             "REFINERY_WORKERS": "1",
+            **self.env,
         }
         self.proc = subprocess.Popen([BIN / "refinery", "serve", "--port", str(self.port)], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
