@@ -24,6 +24,7 @@ import pytest
 
 from pipeline.runner import JobHooks, run_workflow
 from pipeline.waiting import JobCancelled
+from schemas.stages import ExactDedupConfig, TagsConfig
 
 from .conftest import ANALYST, BIN, READER, Server, make_spec, write_jsonl_corpus
 
@@ -191,13 +192,18 @@ def test_concurrent_resumes_and_cancels_have_one_winner(site: tuple[Server, Path
     assert again.status_code == 409
 
 
-def test_cancel_stops_a_task_that_never_returns(tmp_path: Path, corpus: Path) -> None:
-    """A tokenizer that is a FIFO blocks the worker forever (the CLI trusts its paths); a cancel still ends the
-    job within seconds by restarting the stuck worker."""
+@pytest.mark.parametrize("step", ["partitions", "dedup"])
+def test_cancel_stops_a_task_that_never_returns(tmp_path: Path, corpus: Path, step: str) -> None:
+    """A tokenizer that is a FIFO blocks the worker forever (the CLI trusts its paths): in the partition tasks
+    (tokenize) or inside the global dedup step (tags before exact_dedup). A cancel still ends the job within
+    seconds by restarting the stuck worker."""
     fifo = tmp_path / "tokenizer.json"
     os.mkfifo(fifo)
     spec = make_spec(str(corpus), str(tmp_path / "out"))
-    stages = [spec.stages[0].model_copy(update={"tokenizer": str(fifo)}), spec.stages[1]]
+    if step == "partitions":
+        stages = [spec.stages[0].model_copy(update={"tokenizer": str(fifo)}), spec.stages[1]]
+    else:
+        stages = [TagsConfig(tokenizer=str(fifo)), ExactDedupConfig(), *spec.stages]
     spec = spec.model_copy(update={"stages": stages})
     asked = threading.Event()
     threading.Timer(4, asked.set).start()
