@@ -77,10 +77,6 @@ class Settings(BaseModel):
     def policy(self) -> PathPolicy:
         return PathPolicy.from_locations(self.data_roots, protected=[str(self.state_db)])
 
-    @property
-    def local_roots(self) -> list[Path]:
-        return [Path(p) for p in self.policy.roots]
-
     @classmethod
     def from_env(cls) -> Settings:
         tokens = parse_tokens(os.environ.get("REFINERY_API_TOKENS", ""))

@@ -133,6 +133,19 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
+def wait_for_job(
+    client: httpx.Client, job_id: str, states: tuple[str, ...] = ("succeeded", "failed"), limit: float = 180
+) -> dict[str, Any]:
+    """Poll a job of a running service until it reaches one of ``states``."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job_id} still {job['state']}")
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     running = Server(tmp_path)

@@ -26,17 +26,7 @@ from pipeline.runner import JobHooks, run_workflow
 from pipeline.waiting import JobCancelled
 from schemas.stages import ExactDedupConfig, TagsConfig
 
-from .conftest import ANALYST, BIN, READER, Server, make_spec, write_jsonl_corpus
-
-
-def _wait(client: httpx.Client, job_id: str, states: tuple[str, ...] = ("succeeded", "failed"), limit: float = 180):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["state"] in states:
-            return job
-        time.sleep(0.2)
-    raise TimeoutError(f"job {job_id} still {job['state']}")
+from .conftest import ANALYST, BIN, READER, Server, make_spec, wait_for_job, write_jsonl_corpus
 
 
 def _snapshot(directory: Path) -> dict[str, float]:
@@ -77,7 +67,7 @@ def test_sql_through_an_output_path_neither_escapes_nor_breaks_anyone(site: tupl
     )
     jobs = [_submit(admin, evil), _submit(admin, "out/a'b"), _submit(admin, "out/plain")]
     assert [r.status_code for r in jobs] == [202, 202, 202], [r.text for r in jobs]
-    ids = [_wait(admin, r.json()["id"])["id"] for r in jobs]
+    ids = [wait_for_job(admin, r.json()["id"])["id"] for r in jobs]
     for job_id in ids:
         result = analyst.post("/sql", json={"query": f"SELECT count(*) FROM ds_{job_id}_docs"})
         assert result.status_code == 200 and result.json()["rows"] == [[40]], result.text
@@ -141,7 +131,7 @@ def test_symlinked_and_special_files_in_an_input_folder_are_quarantined_not_foll
     admin = server.client()
     response = _submit(admin, "out/mixed", set=["stages.1.seq_len=256", "input.format=jsonl"])
     assert response.status_code == 202, response.text
-    job = _wait(admin, response.json()["id"], limit=120)
+    job = wait_for_job(admin, response.json()["id"], limit=120)
     assert job["state"] == "succeeded", job
     funnel = job["funnel"]
     assert funnel["quarantined"] == {"truncated_file": 1, "unreadable_file": 3}
@@ -173,7 +163,7 @@ def test_outputs_are_claimed_once_away_from_roots_inputs_and_other_jobs(site: tu
     with ThreadPoolExecutor(6) as pool:  # the same new output from six clients at once: one claim wins
         codes = sorted(pool.map(lambda _: _submit(server.client(), "out/race").status_code, range(6)))
     assert codes == [202, 409, 409, 409, 409, 409]
-    _wait(admin, first.json()["id"])
+    wait_for_job(admin, first.json()["id"])
 
 
 def test_concurrent_resumes_and_cancels_have_one_winner(site: tuple[Server, Path]) -> None:
@@ -181,13 +171,13 @@ def test_concurrent_resumes_and_cancels_have_one_winner(site: tuple[Server, Path
     admin = server.client()
     (server.root / "raw" / "notes.unknown").write_text("no format")
     response = _submit(admin, "out/resume")
-    job = _wait(admin, response.json()["id"], states=("failed",))
+    job = wait_for_job(admin, response.json()["id"], states=("failed",))
     assert "cannot tell the format" in job["error"]
     (server.root / "raw" / "notes.unknown").unlink()
     with ThreadPoolExecutor(4) as pool:
         codes = sorted(pool.map(lambda _: server.client().post(f"/jobs/{job['id']}/resume").status_code, range(4)))
     assert codes == [200, 409, 409, 409]
-    assert _wait(admin, job["id"])["state"] == "succeeded"
+    assert wait_for_job(admin, job["id"])["state"] == "succeeded"
     again = server.client().post(f"/jobs/{job['id']}/cancel")
     assert again.status_code == 409
 
@@ -225,7 +215,7 @@ def test_cancel_stops_a_task_that_never_returns(tmp_path: Path, corpus: Path, st
 def test_sql_is_bounded_in_bytes_and_time_and_never_starves_the_job_endpoints(site: tuple[Server, Path]) -> None:
     server, _ = site
     admin, analyst = server.client(), server.client(ANALYST)
-    done = _wait(admin, _submit(admin, "out/sql").json()["id"])
+    done = wait_for_job(admin, _submit(admin, "out/sql").json()["id"])
     harmless = f"SELECT count(*) FROM ds_{done['id']}_docs WHERE source LIKE '%import%' OR id = 'copy load export'"
     assert analyst.post("/sql", json={"query": harmless}).json()["rows"] == [[0]]
     big = analyst.post("/sql", json={"query": "SELECT repeat('x', 10000) AS s FROM range(1000)"}).json()

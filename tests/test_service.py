@@ -6,20 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from .conftest import ANALYST, READER, Server, tree_bytes, write_jsonl_corpus
-
-
-def _wait(client: httpx.Client, job_id: str, states: tuple[str, ...] = ("succeeded", "failed"), limit: float = 180):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["state"] in states:
-            return job
-        time.sleep(0.3)
-    raise TimeoutError(f"job {job_id} still {job['state']}")
+from .conftest import ANALYST, READER, Server, tree_bytes, wait_for_job, write_jsonl_corpus
 
 
 def test_job_lifecycle_inspection_and_sql(server: Server) -> None:
@@ -28,7 +17,7 @@ def test_job_lifecycle_inspection_and_sql(server: Server) -> None:
     body = {"workflow": "tokenize", "input": "raw", "output": "out/one", "set": ["stages.1.seq_len=256"]}
     response = admin.post("/jobs", json=body)
     assert response.status_code == 202, response.text
-    job = _wait(admin, response.json()["id"])
+    job = wait_for_job(admin, response.json()["id"])
     assert job["state"] == "succeeded" and job["funnel"]["kept"] == 80
     assert job["progress"]["steps"]["write"] == 2
     assert any("succeeded" in line for line in admin.get(f"/jobs/{job['id']}/logs").json()["lines"])
@@ -97,9 +86,9 @@ def test_restart_marks_interrupted_and_resume_finishes_identically(server: Serve
     admin = server.client()
     assert admin.get(f"/jobs/{job_id}").json()["state"] == "interrupted"
     assert admin.post(f"/jobs/{job_id}/resume").status_code == 200
-    assert _wait(admin, job_id)["state"] == "succeeded"
+    assert wait_for_job(admin, job_id)["state"] == "succeeded"
     reference = admin.post("/jobs", json={**body, "output": "out/reference"}).json()["id"]
-    assert _wait(admin, reference)["state"] == "succeeded"
+    assert wait_for_job(admin, reference)["state"] == "succeeded"
     resumed, expected = tree_bytes(server.root / "out" / "resumed"), tree_bytes(server.root / "out" / "reference")
     assert resumed.keys() == expected.keys()
     assert all(resumed[k] == expected[k] for k in expected)
@@ -129,9 +118,9 @@ def test_cancel_keeps_finished_partitions_and_resume_completes(server: Server) -
     while time.monotonic() < deadline and admin.get(f"/jobs/{job_id}").json()["state"] != "running":
         time.sleep(0.05)
     assert admin.post(f"/jobs/{job_id}/cancel").status_code == 200
-    job = _wait(admin, job_id, states=("cancelled", "succeeded"))
+    job = wait_for_job(admin, job_id, states=("cancelled", "succeeded"))
     assert job["state"] == "cancelled", "16 partitions take longer than the cancel"
     assert admin.post(f"/jobs/{job_id}/cancel").status_code == 409
     assert admin.post(f"/jobs/{job_id}/resume").status_code == 200
-    assert _wait(admin, job_id)["state"] == "succeeded"
+    assert wait_for_job(admin, job_id)["state"] == "succeeded"
     assert (server.root / "out" / "cancelled" / "_SUCCESS").exists()
