@@ -28,6 +28,7 @@ from api.store import RESUMABLE, JobStore, OutputTaken
 from schemas.spec import SpecError, WorkflowSpec, parse_spec, set_dotted
 from stages.tokenize import tokenizer_path
 from storage.catalog import SqlRefused, SqlTimeout, connect, run_sql
+from storage.fs import StorageError, check_real_location, read_bytes
 
 ERRORS = {
     401: {"model": ErrorBody},
@@ -178,15 +179,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"no finished dataset {dataset_id!r}")
         return Path(output)
 
+    def manifest_of(dataset_id: str) -> dict[str, Any]:
+        root = dataset_or_404(dataset_id)
+        try:
+            check_real_location(str(root / "manifest.json"))
+            return json.loads(read_bytes(str(root / "manifest.json")))
+        except (StorageError, ValueError) as error:
+            raise HTTPException(404, f"dataset {dataset_id!r} has no readable manifest: {error}") from None
+
     @app.get("/datasets/{dataset_id}", responses=ERRORS, dependencies=[scope("read")])
     def dataset(dataset_id: str) -> dict[str, Any]:
-        root = dataset_or_404(dataset_id)
-        manifest = json.loads((root / "manifest.json").read_text())
-        return {"id": dataset_id, "output": str(root), "manifest": manifest, "funnel": manifest["funnel"]}
+        manifest = manifest_of(dataset_id)
+        return {"id": dataset_id, "output": str(dataset_or_404(dataset_id)), "manifest": manifest,
+                "funnel": manifest["funnel"]}  # fmt: skip
 
     @app.get("/datasets/{dataset_id}/shards", responses=ERRORS, dependencies=[scope("read")])
     def shards(dataset_id: str) -> dict[str, Any]:
-        manifest = json.loads((dataset_or_404(dataset_id) / "manifest.json").read_text())
+        manifest = manifest_of(dataset_id)
         data = [{**s, "id": f"{dataset_id}:{s['shard']}"} for s in manifest["shards"]]
         return {"data": data, "count": len(data)}
 
@@ -194,7 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def sample(shard_id: str, n: int = 3) -> dict[str, Any]:
         dataset_id, _, shard = shard_id.partition(":")
         path = dataset_or_404(dataset_id) / "shards" / f"{shard}.parquet"
-        if not shard or "/" in shard or not path.exists():
+        if not shard or "/" in shard or not path.is_file() or path.is_symlink() or path.resolve() != path:
             raise HTTPException(404, f"no Parquet shard {shard_id!r}")
         import tokenizers
 

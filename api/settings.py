@@ -28,13 +28,13 @@ def parse_tokens(raw: str) -> dict[str, frozenset[str]]:
         if not token:
             raise SettingsError(f"REFINERY_API_TOKENS: an entry has an empty token ({item.strip()!r})")
         if sep and not scopes.strip():
-            raise SettingsError(f"REFINERY_API_TOKENS: token {token[:4]}… has '=' but no scope; use one of {SCOPES}")
+            raise SettingsError(f"REFINERY_API_TOKENS: a token has '=' but no scope; use one of {SCOPES}")
         names = frozenset(s.strip() for s in scopes.split("+")) if sep else frozenset(SCOPES)
         unknown = sorted(names - set(SCOPES))
         if unknown:
             raise SettingsError(f"REFINERY_API_TOKENS: unknown scope(s) {unknown}; known scopes are {SCOPES}")
         if token in tokens:
-            raise SettingsError(f"REFINERY_API_TOKENS: token {token[:4]}… is listed twice")
+            raise SettingsError("REFINERY_API_TOKENS: a token is listed twice")
         tokens[token] = names
     if not tokens:
         raise SettingsError("REFINERY_API_TOKENS is empty: the service refuses to run without authentication")

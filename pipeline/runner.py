@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from distributed import Client, LocalCluster, get_worker
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -23,7 +24,17 @@ from pipeline.partition import REFUSED, PartitionPlan, process_partition
 from pipeline.waiting import as_finished
 from schemas.manifest import Funnel, Manifest, PartitionReport, mix_shares
 from schemas.spec import WorkflowSpec
-from storage.fs import exists, join, list_inputs, read_bytes, remove_temporaries, write_bytes_atomic
+from storage.fs import (
+    check_real_location,
+    exists,
+    filesystem,
+    is_local,
+    join,
+    list_inputs,
+    read_bytes,
+    remove_temporaries,
+    write_bytes_atomic,
+)
 from storage.manifest import write_cluster_table, write_manifest
 from storage.readers import detect_format
 
@@ -65,6 +76,16 @@ def plan_partitions(spec: WorkflowSpec, roots: tuple[str, ...] = ()) -> list[Par
     return plans
 
 
+def resolved_output(spec: WorkflowSpec) -> WorkflowSpec:
+    """The spec with a local output resolved (symlinks followed once, here): every write below it then refuses a
+    symbolic link, which can only have been planted (``storage.fs.check_real_location``)."""
+    fs, _ = filesystem(spec.output.url)
+    if not is_local(fs) or "://" in spec.output.url:
+        return spec
+    url = os.path.realpath(spec.output.url)
+    return spec.model_copy(update={"output": spec.output.model_copy(update={"url": url})})
+
+
 @contextmanager
 def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
     if scheduler:
@@ -88,8 +109,12 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
 def _claim_output(spec: WorkflowSpec, n_partitions: int) -> None:
     job_url = join(spec.output.url, "_job.json")
     record = {"name": spec.name, "fingerprint": spec.fingerprint(), "partitions": n_partitions}
+    check_real_location(job_url)
     if exists(job_url):
-        previous = json.loads(read_bytes(job_url))
+        try:
+            previous = json.loads(read_bytes(job_url))
+        except ValueError:
+            raise JobConflictError(f"{job_url} is not a job record; choose a new output location") from None
         if previous.get("fingerprint") != record["fingerprint"] or previous.get("partitions") != n_partitions:
             raise JobConflictError(
                 f"{spec.output.url} holds another job ({previous.get('name')}, fingerprint "
@@ -105,7 +130,11 @@ def _finished(spec: WorkflowSpec, plan: PartitionPlan) -> PartitionReport | None
     marker = join(spec.output.url, "_markers", f"{plan.name}.json")
     if not exists(marker):
         return None
-    return PartitionReport.model_validate_json(read_bytes(marker))
+    check_real_location(marker)
+    try:
+        return PartitionReport.model_validate_json(read_bytes(marker))
+    except ValidationError:  # a damaged marker: the partition is done again (its content is never echoed)
+        return None
 
 
 @dataclass
@@ -126,6 +155,7 @@ def run_workflow(
     hooks: JobHooks | None = None,
 ) -> JobResult:
     hooks = hooks or JobHooks()
+    spec = resolved_output(spec)
     plans = plan_partitions(spec, hooks.roots)
     _claim_output(spec, len(plans))
     reports: dict[int, PartitionReport] = {}

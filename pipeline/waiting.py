@@ -42,6 +42,7 @@ def stop_futures(client: Client, futures: list[Future]) -> None:
     or that stop answering."""
     busy = sorted(worker for worker, keys in client.processing().items() if keys)
     client.cancel(futures, force=True)
+    time.sleep(POLL_SECONDS)  # let the cancellation reach the workers before asking them
     stuck = set(busy)
     deadline = time.monotonic() + GRACE_SECONDS
     while stuck and time.monotonic() < deadline:

@@ -88,6 +88,8 @@ class PathPolicy:
         """The normalised, resolved form of ``value`` if the policy allows it; :class:`PathRefused` otherwise."""
         if not value or "\x00" in value:
             raise PathRefused(f"{value!r} is empty or holds a NUL byte")
+        if "::" in value:  # fsspec's URL chaining would open another location than the one checked
+            raise PathRefused(f"{value!r}: '::' (chained URLs) is not allowed")
         if ".." in _parts(value.split("://", 1)[-1]):
             raise PathRefused(f"{value!r}: '..' is not allowed in a path")
         if kind is not PathKind.INPUT and GLOB_CHARS & set(value):

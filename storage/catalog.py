@@ -66,7 +66,9 @@ def view_name(dataset: str, table: str, prefix: bool) -> str:
 
 def _create_views(conn: duckdb.DuckDBPyConnection, name: str, root: Path, prefix: bool) -> None:
     for table, pattern in TABLES.items():
-        files = sorted(str(p) for p in root.glob(pattern) if p.is_file())
+        # only real files of the dataset: a planted link to a file elsewhere is skipped (views are built before
+        # the sandbox is locked, so DuckDB would still read its schema)
+        files = sorted(str(p) for p in root.glob(pattern) if p.is_file() and p.resolve().is_relative_to(root))
         if files:
             sources = ", ".join(sql_string(f) for f in files)
             conn.execute(

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.stages import MinHashDedupConfig
-from storage.fs import exists, filesystem, join, list_files, read_bytes, write_bytes_atomic
+from storage.fs import check_real_location, exists, filesystem, join, list_files, read_bytes, write_bytes_atomic
 
 INDEX_MARKER = "_INDEX.json"
 
@@ -48,6 +48,8 @@ def write_index_part(directory: str, name: str, table: pa.Table) -> None:
 
 def commit_index(staging: str, final: str, config: MinHashDedupConfig, documents: int) -> None:
     """Move the staged index into place, then write its marker: readers never see a partial index."""
+    check_real_location(final)
+    check_real_location(staging)
     fs, final_path = filesystem(final)
     _, staging_path = filesystem(staging)
     if fs.exists(final_path):

@@ -94,9 +94,26 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
+def check_real_location(url: str) -> None:
+    """Refuse a local location reached through a symbolic link (``StorageError``).
+
+    Job outputs are resolved before a job starts (``pipeline.runner``), so a link found below one was planted
+    there; following it would write, or delete, outside the output. The deepest existing ancestor is checked,
+    before any directory is created through it."""
+    fs, path = filesystem(url)
+    if not is_local(fs):
+        return
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing) and existing != os.path.dirname(existing):
+        existing = os.path.dirname(existing)
+    if os.path.realpath(existing) != existing:
+        raise StorageError(f"{url!r}: {existing} is or passes through a symbolic link; refusing to write through it")
+
+
 def write_bytes_atomic(url: str, data: bytes) -> None:
     """Write to a temporary name beside ``url`` and rename, so readers never see a partial file."""
     fs, path = filesystem(url)
+    check_real_location(posixpath.dirname(path))
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = f"{posixpath.dirname(path)}/.tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}"
     with fs.open(tmp, "wb") as handle:
@@ -105,7 +122,16 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
 
 
 def read_bytes(url: str) -> bytes:
+    """The whole content of a file; a local file that is not a regular file (a FIFO would block forever, a device
+    never end) is refused with ``StorageError``."""
     fs, path = filesystem(url)
+    if is_local(fs):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as error:
+            raise StorageError(f"cannot read {url!r}: {error.strerror}") from None
+        if not stat.S_ISREG(mode):
+            raise StorageError(f"cannot read {url!r}: not a regular file")
     with fs.open(path, "rb") as handle:
         return handle.read()
 
@@ -127,6 +153,7 @@ def remove_temporaries(url: str) -> int:
     fs, path = filesystem(url)
     if not fs.isdir(path):
         return 0
+    check_real_location(url)
     stale = [p for p in fs.find(path) if posixpath.basename(p).startswith(".tmp-")]
     for p in stale:
         fs.rm_file(p)

@@ -261,3 +261,53 @@ def test_ingest_quarantines_symlinks_out_of_the_roots_fifos_bad_names_and_empty_
     details = json.dumps([q["detail"] for q in quarantine])
     assert "outside the data roots" in details and "not a regular file" in details and "not valid UTF-8" in details
     assert "secret words" not in json.dumps(quarantine)
+
+
+def test_chained_urls_are_refused_even_with_an_absolute_path(root: Path) -> None:
+    (root / "evil").symlink_to(root.parent / "elsewhere" / "secret.txt")
+    policy = PathPolicy.from_locations([str(root)])
+    for value in (f"{root}/evil::x", f"{root}/raw::x", "raw::x", "simplecache::raw"):
+        with pytest.raises(PathRefused):
+            policy.check(value, PathKind.READ)
+
+
+@pytest.mark.parametrize("raw", ["9" * 5000, "[" * 5000, "{a: " * 3000])
+def test_overrides_that_break_the_yaml_parser_are_spec_errors(raw: str) -> None:
+    with pytest.raises(SpecError):
+        set_dotted({"stages": [{}, {}]}, f"stages.1.seq_len={raw}")
+
+
+def test_nothing_is_written_or_read_through_a_symlink_planted_in_an_output(root: Path, corpus: Path) -> None:
+    from storage.fs import StorageError, read_bytes, write_bytes_atomic
+
+    outside = root.parent / "elsewhere"
+    out = root / "out"
+    (out / "_markers").mkdir(parents=True)
+    (out / "docs").symlink_to(outside)
+    with pytest.raises(StorageError, match="symbolic link"):
+        write_bytes_atomic(str(out / "docs" / "sub" / "part.parquet"), b"x")
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    os.mkfifo(root / "fifo")
+    with pytest.raises(StorageError, match="not a regular file"):
+        read_bytes(str(root / "fifo"))
+
+    spec = make_spec(str(corpus), str(root / "job"))
+    run_workflow(spec, workers=1, show_progress=False)
+    marker = root / "job" / "_markers" / "part-00000.json"
+    marker.unlink()
+    marker.symlink_to(outside / "secret.txt")  # a planted marker must neither be trusted nor echoed
+    with pytest.raises(StorageError) as caught:
+        run_workflow(spec, workers=1, show_progress=False)
+    assert "secret words" not in str(caught.value)
+
+
+def test_catalog_skips_a_planted_link_to_a_parquet_file_elsewhere(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    job = _tiny_output(tmp_path / "job")
+    pq.write_table(pa.table({"secret": [42]}), tmp_path / "secret.parquet")
+    (job / "docs" / "zz.parquet").symlink_to(tmp_path / "secret.parquet")
+    conn = connect({"ds_job": str(job)})
+    columns = run_sql(conn.cursor(), "SELECT column_name FROM information_schema.columns").rows
+    assert ["secret"] not in columns
