@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from distributed import LocalCluster
@@ -37,6 +38,16 @@ ERRORS = {
     409: {"model": ErrorBody},
     413: {"model": ErrorBody},
 }
+
+
+def _sequence(row: dict[str, Any], tok: Any) -> dict[str, Any]:
+    """One packed sequence of a shard: each document's token ids beside its decoded text."""
+    bounds = row["cu_seqlens"]
+    docs = []
+    for doc_id, a, b in zip(row["doc_ids"], bounds[:-1], bounds[1:], strict=True):
+        ids = row["input_ids"][a:b]
+        docs.append({"doc_id": doc_id, "token_ids": ids, "text": tok.decode(ids, skip_special_tokens=False)})
+    return {"n_pad": row["n_pad"], "cu_seqlens": bounds, "documents": docs}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -127,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             job_id = store.create(spec.name, spec.model_dump(mode="json"), spec.output.url)
         except (PlacementError, OutputTaken) as error:
             raise HTTPException(409, f"output.url: {error}") from None
+        if "://" not in spec.output.url:  # the service's own directory from now on; the job refuses a link in its place
+            os.makedirs(spec.output.url, exist_ok=True)
         runner.start(job_id, spec)
         return store.get(job_id)
 
@@ -166,7 +179,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return store.get(job_id) or job
 
     def datasets() -> dict[str, str]:
-        return {j["id"]: j["output"] for j in store.list() if j["state"] == "succeeded" and Path(j["output"]).exists()}
+        """Finished jobs' outputs that are still the real directories they were written to: an output replaced by a
+        link (to '/', say) would widen what SQL may read, so it is left out."""
+        return {j["id"]: j["output"] for j in store.list()
+                if j["state"] == "succeeded" and os.path.isdir(j["output"])
+                and os.path.realpath(j["output"]) == j["output"]}  # fmt: skip
 
     @app.get("/datasets", dependencies=[scope("read")])
     def list_datasets() -> dict[str, Any]:
@@ -183,7 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         root = dataset_or_404(dataset_id)
         try:
             check_real_location(str(root / "manifest.json"))
-            return json.loads(read_bytes(str(root / "manifest.json")))
+            return json.loads(read_bytes(str(root / "manifest.json"), real=True))
         except (StorageError, ValueError) as error:
             raise HTTPException(404, f"dataset {dataset_id!r} has no readable manifest: {error}") from None
 
@@ -208,15 +225,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         import tokenizers
 
         tok = tokenizers.Tokenizer.from_file(tokenizer_path("deepseek-v3"))
-        rows = pq.read_table(path).slice(0, max(0, min(n, 50))).to_pylist()
-        out = []
-        for row in rows:
-            bounds = row["cu_seqlens"]
-            docs = []
-            for doc_id, a, b in zip(row["doc_ids"], bounds[:-1], bounds[1:], strict=True):
-                ids = row["input_ids"][a:b]
-                docs.append({"doc_id": doc_id, "token_ids": ids, "text": tok.decode(ids, skip_special_tokens=False)})
-            out.append({"n_pad": row["n_pad"], "cu_seqlens": bounds, "documents": docs})
+        try:
+            rows = pq.read_table(pa.BufferReader(read_bytes(str(path), real=True))).slice(0, max(0, min(n, 50)))
+            out = [_sequence(row, tok) for row in rows.to_pylist()]
+        except (pa.ArrowException, KeyError, TypeError, ValueError, StorageError) as error:
+            raise HTTPException(422, f"shard {shard_id!r} is not a readable token shard: {error}") from None
         return {"shard": shard_id, "sequences": out}
 
     catalog: dict[str, Any] = {}

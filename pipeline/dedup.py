@@ -77,7 +77,7 @@ INDEX_PARTITION_BASE = -(1 << 30)  # index part k gets order keys of pseudo-part
 
 def index_keys(url: str, pseudo_partition: int, spec: WorkflowSpec) -> dict[str, pd.DataFrame]:
     """Keys of one part of an earlier job's index; negative order keys make its documents come first."""
-    table = pq.read_table(pa.BufferReader(read_bytes(url)))
+    table = pq.read_table(pa.BufferReader(read_bytes(url, real=True)))
     order = order_keys(pseudo_partition, table.num_rows)
     sig = unpack_signatures(table.column("sig").to_pandas())
     sigs = table.select(["id", "source"]).to_pandas().assign(order=order, sig=table.column("sig").to_pylist())
@@ -106,7 +106,7 @@ def _write_index_part(keys: dict[str, pd.DataFrame], decided: pd.DataFrame, stag
 
 
 def _copy_index_part(url: str, staging: str) -> int:
-    data = read_bytes(url)
+    data = read_bytes(url, real=True)
     write_bytes_atomic(join(staging, part_name(url)), data)
     return pq.read_metadata(pa.BufferReader(data)).num_rows
 
@@ -146,7 +146,7 @@ def compute_decisions(
 ) -> None:
     """Run the global dedup step and write one decisions file per partition, then a success marker."""
     done = join(spec.output.url, "dedup", "_decisions", "_SUCCESS")
-    if exists(done) and read_bytes(done).decode() == spec.fingerprint():
+    if exists(done) and read_bytes(done, real=True).decode() == spec.fingerprint():
         return
     # Signatures travel as bytes; Dask must not turn object columns into (UTF-8) strings.
     with dask.config.set({"dataframe.convert-string": False}):
@@ -198,4 +198,5 @@ def _compute_decisions(
 
 
 def load_decisions(spec: WorkflowSpec, partition: int) -> pa.Table:
-    return pq.read_table(pa.BufferReader(read_bytes(decisions_url(spec, partition))), schema=DECISIONS_SCHEMA)
+    data = read_bytes(decisions_url(spec, partition), real=True)
+    return pq.read_table(pa.BufferReader(data), schema=DECISIONS_SCHEMA)

@@ -25,6 +25,7 @@ from pipeline.waiting import as_finished
 from schemas.manifest import Funnel, Manifest, PartitionReport, mix_shares
 from schemas.spec import WorkflowSpec
 from storage.fs import (
+    StorageError,
     check_real_location,
     exists,
     filesystem,
@@ -76,13 +77,16 @@ def plan_partitions(spec: WorkflowSpec, roots: tuple[str, ...] = ()) -> list[Par
     return plans
 
 
-def resolved_output(spec: WorkflowSpec) -> WorkflowSpec:
+def resolved_output(spec: WorkflowSpec, confined: bool = False) -> WorkflowSpec:
     """The spec with a local output resolved (symlinks followed once, here): every write below it then refuses a
-    symbolic link, which can only have been planted (``storage.fs.check_real_location``)."""
+    symbolic link, which can only have been planted (``storage.fs.check_real_location``). A ``confined`` (service)
+    job's output was resolved when it was submitted, so any difference now is a planted link: refused."""
     fs, _ = filesystem(spec.output.url)
     if not is_local(fs) or "://" in spec.output.url:
         return spec
     url = os.path.realpath(spec.output.url)
+    if confined and url != os.path.abspath(spec.output.url):
+        raise StorageError(f"output {spec.output.url!r} has been replaced by a symbolic link; refusing to write")
     return spec.model_copy(update={"output": spec.output.model_copy(update={"url": url})})
 
 
@@ -112,7 +116,7 @@ def _claim_output(spec: WorkflowSpec, n_partitions: int) -> None:
     check_real_location(job_url)
     if exists(job_url):
         try:
-            previous = json.loads(read_bytes(job_url))
+            previous = json.loads(read_bytes(job_url, real=True))
         except ValueError:
             raise JobConflictError(f"{job_url} is not a job record; choose a new output location") from None
         if previous.get("fingerprint") != record["fingerprint"] or previous.get("partitions") != n_partitions:
@@ -132,7 +136,7 @@ def _finished(spec: WorkflowSpec, plan: PartitionPlan) -> PartitionReport | None
         return None
     check_real_location(marker)
     try:
-        return PartitionReport.model_validate_json(read_bytes(marker))
+        return PartitionReport.model_validate_json(read_bytes(marker, real=True))
     except ValidationError:  # a damaged marker: the partition is done again (its content is never echoed)
         return None
 
@@ -155,7 +159,7 @@ def run_workflow(
     hooks: JobHooks | None = None,
 ) -> JobResult:
     hooks = hooks or JobHooks()
-    spec = resolved_output(spec)
+    spec = resolved_output(spec, confined=bool(hooks.roots))
     plans = plan_partitions(spec, hooks.roots)
     _claim_output(spec, len(plans))
     reports: dict[int, PartitionReport] = {}

@@ -115,6 +115,8 @@ class PathPolicy:
         resolved = os.path.realpath(path if path.is_absolute() else Path(self.roots[0] if self.roots else "/") / path)
         if not self.roots or not any(is_within(resolved, root) for root in self.roots):
             raise PathRefused(f"{value!r} is outside the data roots")
+        if "::" in resolved:  # a link whose target reads as a chained URL
+            raise PathRefused(f"{value!r} resolves to {resolved!r}, which holds '::'")
         if kind is PathKind.OUTPUT:
             if resolved in self.roots:
                 raise PathRefused(f"{value!r} is a data root itself; name a directory inside it")

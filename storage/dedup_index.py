@@ -31,11 +31,14 @@ def index_parts(url: str, config: MinHashDedupConfig) -> list[str]:
     marker = join(url, INDEX_MARKER)
     if not exists(marker):
         raise DedupIndexError(f"dedup index {url!r} has no {INDEX_MARKER}: it does not exist or is incomplete")
-    saved = json.loads(read_bytes(marker))
-    if saved.get("settings") != index_settings(config):
-        raise DedupIndexError(
-            f"dedup index {url!r} was built with MinHash settings {saved.get('settings')}, "
-            f"this job uses {index_settings(config)}; signatures would not be comparable"
+    try:
+        saved = json.loads(read_bytes(marker, real=True))
+    except ValueError:
+        raise DedupIndexError(f"dedup index {url!r}: {INDEX_MARKER} is not valid JSON") from None
+    if not isinstance(saved, dict) or saved.get("settings") != index_settings(config):
+        raise DedupIndexError(  # the saved settings are not echoed: the file may not be what it claims
+            f"dedup index {url!r} was built with MinHash settings other than this job's "
+            f"({index_settings(config)}); signatures would not be comparable"
         )
     return list_files(url, ".parquet")
 

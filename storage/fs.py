@@ -19,6 +19,11 @@ class StorageError(OSError):
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path of a location. A plain path (no ``scheme://``) is always a local file, whatever
+    it holds: fsspec's URL chaining (``a::b``) would otherwise open another location than the one named."""
+    if "://" not in url:
+        local = fsspec.filesystem("file")
+        return local, local._strip_protocol(url)
     try:
         return url_to_fs(url)
     except (ImportError, ValueError) as error:
@@ -121,18 +126,24 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     fs.mv(tmp, path)
 
 
-def read_bytes(url: str) -> bytes:
-    """The whole content of a file; a local file that is not a regular file (a FIFO would block forever, a device
-    never end) is refused with ``StorageError``."""
+def read_bytes(url: str, real: bool = False) -> bytes:
+    """The whole content of a file. A local file must be a regular file: it is opened without blocking and checked
+    on the open descriptor (a FIFO swapped in after a check would block forever, a device never end). ``real``:
+    the file is one of a job's own records (marker, manifest, index), so no symbolic link may lead to it."""
     fs, path = filesystem(url)
-    if is_local(fs):
-        try:
-            mode = os.stat(path).st_mode
-        except OSError as error:
-            raise StorageError(f"cannot read {url!r}: {error.strerror}") from None
-        if not stat.S_ISREG(mode):
+    if not is_local(fs):
+        with fs.open(path, "rb") as handle:
+            return handle.read()
+    if real:
+        check_real_location(posixpath.dirname(path))
+    flags = os.O_RDONLY | os.O_NONBLOCK | (os.O_NOFOLLOW if real else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        raise StorageError(f"cannot read {url!r}: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise StorageError(f"cannot read {url!r}: not a regular file")
-    with fs.open(path, "rb") as handle:
         return handle.read()
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import posixpath
+import uuid
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.manifest import Manifest
-from storage.fs import filesystem, join, read_bytes, write_bytes_atomic
+from storage.fs import check_real_location, filesystem, join, read_bytes, write_bytes_atomic
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -55,10 +58,12 @@ def write_cluster_table(out: str, partitions: list[int]) -> None:
     time from ``OUT/docs/``. ``cluster`` is the order key of the kept (earliest) document; a self-join on
     ``cluster`` with ``kept`` names it."""
     fs, path = filesystem(join(out, "dedup", "clusters.parquet"))
-    tmp = path + ".tmp"
+    check_real_location(posixpath.dirname(path))
+    tmp = f"{posixpath.dirname(path)}/.tmp-{uuid.uuid4().hex}-clusters.parquet"  # a name nobody can plant ahead
     with fs.open(tmp, "wb") as handle, pq.ParquetWriter(handle, CLUSTER_SCHEMA) as writer:
         for partition in partitions:
-            docs = pq.read_table(pa.BufferReader(read_bytes(join(out, "docs", f"part-{partition:05d}.parquet"))))
+            part = join(out, "docs", f"part-{partition:05d}.parquet")
+            docs = pq.read_table(pa.BufferReader(read_bytes(part, real=True)))
             docs = docs.filter(pc.is_valid(docs.column("dedup_cluster")))
             status = docs.column("status")
             dropped = pc.is_in(status, value_set=pa.array(["exact_duplicate", "near_duplicate"]))

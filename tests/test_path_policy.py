@@ -311,3 +311,41 @@ def test_catalog_skips_a_planted_link_to_a_parquet_file_elsewhere(tmp_path: Path
     conn = connect({"ds_job": str(job)})
     columns = run_sql(conn.cursor(), "SELECT column_name FROM information_schema.columns").rows
     assert ["secret"] not in columns
+
+
+def test_a_link_whose_target_holds_a_chained_url_is_refused(root: Path) -> None:
+    (root / "evil").symlink_to(root.parent / "elsewhere" / "secret.txt")
+    (root / "blink").symlink_to(f"{root}/evil::x")
+    with pytest.raises(PathRefused, match="::"):
+        PathPolicy.from_locations([str(root)]).check("blink", PathKind.READ)
+
+
+def test_planted_links_at_job_record_names_are_neither_written_through_nor_read(root: Path, corpus: Path) -> None:
+    from pipeline.runner import JobHooks
+    from schemas.stages import ExactDedupConfig
+    from storage.fs import StorageError
+
+    victim = root.parent / "elsewhere" / "victim"
+    victim.write_bytes(b"untouched")
+    spec = make_spec(str(corpus), str(root / "job"), stages=[{"stage": "exact_dedup"}, {"stage": "minhash_dedup"}])
+    assert isinstance(spec.stages[0], ExactDedupConfig)
+    run_workflow(spec, workers=1, show_progress=False)
+    (root / "job" / "dedup" / "clusters.parquet.tmp").symlink_to(victim)  # the old fixed temporary name
+    run_workflow(spec, workers=1, show_progress=False)  # everything finished: commits (and writes clusters) again
+    assert victim.read_bytes() == b"untouched"
+
+    index = root / "job" / "dedup" / "index"
+    (index / "_INDEX.json").unlink()
+    (index / "_INDEX.json").symlink_to(root.parent / "elsewhere" / "secret.txt")
+    other = make_spec(str(corpus), str(root / "job2"), stages=[{"stage": "minhash_dedup", "index": str(index)}])
+    with pytest.raises(StorageError) as caught:
+        run_workflow(other, workers=1, show_progress=False)
+    assert "secret words" not in str(caught.value)
+
+    moved = root / "job3"
+    (root.parent / "elsewhere" / "job3").mkdir()
+    moved.symlink_to(root.parent / "elsewhere" / "job3")  # an output swapped for a link after the submission
+    with pytest.raises(StorageError, match="replaced by a symbolic link"):
+        run_workflow(make_spec(str(corpus), str(moved)), workers=1, show_progress=False,
+                     hooks=JobHooks(roots=(str(root),)))  # fmt: skip
+    assert not any((root.parent / "elsewhere" / "job3").iterdir())

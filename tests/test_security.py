@@ -350,3 +350,15 @@ def test_a_planted_fifo_or_link_in_a_dataset_neither_blocks_nor_leaks(site: tupl
     started = time.perf_counter()
     assert reader.get("/jobs").status_code == 200 and time.perf_counter() - started < 1
     assert "TOP-SECRET" not in json.dumps(admin.get(f"/jobs/{job['id']}/logs").json())
+
+
+def test_an_output_swapped_for_a_link_to_the_filesystem_root_is_not_queryable(site: tuple[Server, Path]) -> None:
+    server, _ = site
+    admin, analyst = server.client(), server.client(ANALYST)
+    job = wait_for_job(admin, _submit(admin, "out/swap").json()["id"])
+    output = Path(job["output"])
+    output.rename(output.with_name("swap.real"))
+    output.symlink_to("/")
+    wait_for_job(admin, _submit(admin, "out/next").json()["id"])  # a new dataset rebuilds the catalog
+    assert analyst.post("/sql", json={"query": "SELECT content FROM read_text('/etc/hostname')"}).status_code == 403
+    assert analyst.post("/sql", json={"query": f"SELECT count(*) FROM ds_{job['id']}_docs"}).status_code == 403
