@@ -24,8 +24,15 @@ from stages import stage_function
 from stages.dedup import apply_decisions
 from stages.mix import MIX_BUCKET, MIX_COPIES
 from stages.rl_set import rl_rows
-from storage.fs import join, write_bytes_atomic
-from storage.readers import concat_batches, read_file, refused_files
+from storage.fs import join, local_refusal, write_bytes_atomic
+from storage.readers import (
+    concat_batches,
+    read_file,
+    read_jsonl,
+    read_line_range,
+    read_parquet_row_groups,
+    refused_files,
+)
 from storage.shards import write_shard
 
 #: Columns of a document batch that are too big for ``OUT/docs/``; every other column is a tag and is kept.
@@ -45,6 +52,12 @@ class PartitionPlan:
     roots: tuple[str, ...] = ()
     #: For a REFUSED partition: why each source is not read.
     reasons: tuple[str, ...] = ()
+    #: Part of one uncompressed line-based file: the records starting in ``[start, end)`` of its bytes.
+    byte_range: tuple[int, int] | None = None
+    #: Part of one Parquet file: row groups ``[first, last)``.
+    row_groups: tuple[int, int] | None = None
+    #: Line (row) number of the partition's first record in its file.
+    first_line: int = 1
 
     @property
     def name(self) -> str:
@@ -83,9 +96,22 @@ def doc_records(table: pa.Table, status: pa.Array | str, stage: str | None) -> p
     return pa.table(columns)
 
 
+def local_refusal_of(source: str, roots: tuple[str, ...]) -> str | None:
+    return None if "://" in source else local_refusal(source, roots)
+
+
 def read_partition(plan: PartitionPlan, config: InputSpec) -> PartitionState:
+    whole = plan.byte_range is None and plan.row_groups is None
+    refusal = None if whole or plan.format == REFUSED else local_refusal_of(plan.sources[0], plan.roots)
     if plan.format == REFUSED:
         batch = refused_files(plan.sources, plan.reasons)
+    elif refusal is not None:  # checked again on the worker: the file may have changed since planning
+        batch = refused_files(plan.sources, (refusal,))
+    elif plan.byte_range is not None:
+        batch = read_jsonl(plan.sources[0], read_line_range(plan.sources[0], *plan.byte_range), None, config,
+                           plan.first_line)  # fmt: skip
+    elif plan.row_groups is not None:
+        batch = read_parquet_row_groups(plan.sources[0], plan.row_groups, config, plan.first_line)
     else:
         batch = concat_batches(read_file(source, plan.format, config, plan.roots) for source in plan.sources)
     return PartitionState(plan, batch.documents, batch.quarantine, batch.n_input)

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.dedup import compute_decisions, load_decisions
-from pipeline.partition import REFUSED, PartitionPlan, process_partition
+from pipeline.partition import PartitionPlan, process_partition
+from pipeline.planner import number_lines, plan_partitions
 from pipeline.waiting import as_finished
 from schemas.manifest import Funnel, Manifest, PartitionReport, mix_shares
 from schemas.spec import WorkflowSpec
@@ -31,13 +32,11 @@ from storage.fs import (
     filesystem,
     is_local,
     join,
-    list_inputs,
     read_bytes,
     remove_temporaries,
     write_bytes_atomic,
 )
 from storage.manifest import write_cluster_table, write_manifest
-from storage.readers import detect_format
 
 
 class JobConflictError(RuntimeError):
@@ -49,32 +48,6 @@ class JobResult:
     output: str
     manifest: Manifest
     skipped_partitions: int
-
-
-def plan_partitions(spec: WorkflowSpec, roots: tuple[str, ...] = ()) -> list[PartitionPlan]:
-    """One partition per JSONL/Parquet/CSV file; text files grouped ``text_files_per_partition`` at a time.
-
-    ``roots`` confine a service job: local files whose real location lies outside them (symlinks), special files
-    and files with undecodable names are never opened; they form one last partition that quarantines each of them.
-    """
-    listing = list_inputs(spec.input.url, roots)
-    plans: list[PartitionPlan] = []
-    text_group: list[str] = []
-    for source in listing.files:
-        fmt = detect_format(source, spec.input.format)
-        if fmt == "text":
-            text_group.append(source)
-            if len(text_group) == spec.input.text_files_per_partition:
-                plans.append(PartitionPlan(len(plans), tuple(text_group), "text", roots))
-                text_group = []
-        else:
-            plans.append(PartitionPlan(len(plans), (source,), fmt, roots))
-    if text_group:
-        plans.append(PartitionPlan(len(plans), tuple(text_group), "text", roots))
-    if listing.refused:
-        names, reasons = zip(*listing.refused, strict=True)
-        plans.append(PartitionPlan(len(plans), names, REFUSED, roots, reasons))
-    return plans
 
 
 def resolved_output(spec: WorkflowSpec, confined: bool = False) -> WorkflowSpec:
@@ -173,6 +146,8 @@ def run_workflow(
     skipped = len(reports)
     if pending:
         with dask_client(scheduler, workers) as client:
+            plans = number_lines(client, spec, plans, hooks.cancelled)
+            pending = [plans[p.index] for p in pending]
             if spec.exact_dedup or spec.minhash_dedup:
                 with Console(stderr=True).status("global dedup step: keys, shuffles, clusters", spinner="dots"):
                     compute_decisions(client, spec, plans, hooks.cancelled)

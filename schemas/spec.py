@@ -55,9 +55,15 @@ class InputSpec(BaseModel):
         le=2**31 - 1,
         description="Larger documents are quarantined as 'too_large' instead of processed.",
     )
-    text_files_per_partition: int = Field(
-        256, gt=0, le=1_000_000, description="Directories of .txt files: files per task."
+    partition_bytes: int = Field(
+        64 * 2**20,
+        ge=2**10,
+        le=2**34,
+        description="Text per partition (one task): Parquet files are split by row groups and uncompressed JSONL "
+        "by byte ranges to about this size, small files are grouped up to it. Memory per task grows with it "
+        "(about 6x for tokenize, 20x for the pretrain chain).",
     )
+    max_files_per_partition: int = Field(4096, gt=0, le=1_000_000, description="Small files grouped per task.")
 
     @field_validator("url", mode="before")
     @classmethod

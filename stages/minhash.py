@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from schemas.stages import MinHashDedupConfig
 from stages.normalize import normalize
+from stages.words import split_whitespace
 
 MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 SHINGLE_BLOCK = 8192
@@ -61,7 +62,7 @@ def shingle_hashes(text: pa.Array | pa.ChunkedArray, config: MinHashDedupConfig)
     """Hashes of every word n-gram and the document each belongs to (documents in order)."""
     # Splitting on whitespace runs makes the whitespace normalisation redundant here.
     steps = config.normalization.model_copy(update={"whitespace": False})
-    words = pc.utf8_split_whitespace(normalize(text, steps))
+    words = split_whitespace(normalize(text, steps))
     if isinstance(words, pa.ChunkedArray):
         words = words.combine_chunks()
     flat = words.flatten()

@@ -19,6 +19,7 @@ from schemas.stages import TagsConfig
 from stages.minhash import word_hashes
 from stages.text_stats import NGrams
 from stages.tokenize import load_encoder
+from stages.words import split_whitespace
 from storage.fs import read_bytes
 
 EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
@@ -64,7 +65,7 @@ def domains(scores: dict[str, np.ndarray]) -> list[str]:
 def _ngram_hashes(text: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of the lower-cased word n-grams of every text (punctuation dropped), with their owner."""
     cleaned = pc.replace_substring_regex(pc.utf8_lower(text), r"[^\p{L}\p{N}\s]+", " ")
-    lists = pc.utf8_split_whitespace(cleaned)
+    lists = split_whitespace(cleaned)
     tokens = lists.flatten()
     owner = np.repeat(np.arange(len(text)), pc.list_value_length(lists).to_numpy(zero_copy_only=False))
     keep = pc.greater(pc.binary_length(tokens), 0)
@@ -95,7 +96,7 @@ def tags(table: pa.Table, config: TagsConfig) -> pa.Table:
     text = table.column("text").combine_chunks()
     n = len(text)
     columns: dict[str, pa.Array] = {
-        "n_words": pa.array(_np(pc.list_value_length(pc.utf8_split_whitespace(text))).astype(np.int64)),
+        "n_words": pa.array(_np(pc.list_value_length(split_whitespace(text))).astype(np.int64)),
         "n_lines": pa.array((_np(pc.count_substring(text, "\n")) + 1).astype(np.int64)),
     }
     if config.tokenizer:

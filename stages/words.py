@@ -56,10 +56,17 @@ class Words:
         return np.bincount(self.doc, minlength=self.n_docs)
 
 
+def split_whitespace(text: pa.Array) -> pa.ListArray:
+    """Arrow's ``utf8_split_whitespace`` on trimmed text. pyarrow 26's kernel misreads whitespace that ends the
+    array's data: it can yield a stray non-empty token there whose content depends on memory past the buffer, so
+    a document's words (and its MinHash signature) changed with the batch it was in. Trimming changes no word."""
+    return pc.utf8_split_whitespace(pc.utf8_trim_whitespace(text))
+
+
 def split_words(text: pa.Array | pa.ChunkedArray) -> Words:
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
-    lists = pc.utf8_split_whitespace(text)
+    lists = split_whitespace(text)
     pieces = lists.flatten()
     owner = np.repeat(np.arange(len(text)), pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False))
     # Plain words (letters and digits only) need no rule: the regex passes see the rest only.
@@ -100,7 +107,7 @@ def _split_runs(tokens: pa.Array, owner: np.ndarray) -> tuple[pa.Array, np.ndarr
 
 
 def _resplit(pieces: pa.Array, owner: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-    lists = pc.utf8_split_whitespace(pieces)
+    lists = split_whitespace(pieces)
     tokens = lists.flatten()
     owner = np.repeat(owner, pc.list_value_length(lists).to_numpy(zero_copy_only=False))
     keep = pc.greater(pc.binary_length(tokens), 0)

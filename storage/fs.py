@@ -59,25 +59,29 @@ def local_refusal(path: str, roots: tuple[str, ...] = ()) -> str | None:
 
 @dataclass(frozen=True)
 class InputListing:
-    """The files a job reads, and the ones it refuses to open with the reason (they are quarantined)."""
+    """The files a job reads with their sizes in bytes, and the ones it refuses to open with the reason (they are
+    quarantined)."""
 
     files: list[str]
     refused: list[tuple[str, str]]
+    sizes: dict[str, int]
 
 
 def list_inputs(urls: list[str], roots: tuple[str, ...] = ()) -> InputListing:
     """Expand paths, globs and directories into sorted file URLs (hidden files skipped); local files that
-    :func:`local_refusal` rejects are listed apart, by their display name."""
-    found: list[str] = []
+    :func:`local_refusal` rejects are listed apart, by their display name. Sizes come from the listing itself
+    (one request per directory or glob on object stores, not one per file)."""
+    found: dict[str, int] = {}
     refused: dict[str, str] = {}
     for url in urls:
         fs, path = filesystem(url)
         if fs.isdir(path):
-            matches = [p for p in fs.find(path) if not posixpath.basename(p).startswith((".", "_"))]
+            listed = fs.find(path, detail=True)
+            matches = {p: i for p, i in listed.items() if not posixpath.basename(p).startswith((".", "_"))}
         elif any(ch in path for ch in "*?["):
-            matches = [p for p in fs.glob(path) if not fs.isdir(p)]
+            matches = {p: i for p, i in fs.glob(path, detail=True).items() if i.get("type") != "directory"}
         elif fs.exists(path):
-            matches = [path]
+            matches = {path: fs.info(path)}
         else:
             raise StorageError(f"input {url!r} does not exist")
         if not matches:
@@ -85,10 +89,11 @@ def list_inputs(urls: list[str], roots: tuple[str, ...] = ()) -> InputListing:
         for p in sorted(matches):
             why = local_refusal(p, roots) if is_local(fs) else None
             if why is None:
-                found.append(_full_url(fs, p))
+                found[_full_url(fs, p)] = int(matches[p].get("size") or 0)
             else:
                 refused[display_name(p)] = why
-    return InputListing(sorted(dict.fromkeys(found)), sorted(refused.items()))
+    files = sorted(found)
+    return InputListing(files, sorted(refused.items()), {f: found[f] for f in files})
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

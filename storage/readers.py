@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from schemas.document import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 from schemas.spec import InputSpec
 from storage.decompress import compression_of, decompress, strip_compression
-from storage.fs import display_name, local_refusal, read_bytes
+from storage.fs import display_name, filesystem, local_refusal, read_bytes
 
 RAW_PREVIEW = 512
 FORMAT_BY_SUFFIX = {
@@ -145,9 +145,9 @@ def _split_lines(col: _Collector, data: bytes, problem: str | None) -> list[byte
     return lines
 
 
-def read_jsonl(source: str, data: bytes, problem: str | None, cfg: InputSpec) -> RawBatch:
+def read_jsonl(source: str, data: bytes, problem: str | None, cfg: InputSpec, first_line: int = 1) -> RawBatch:
     col = _Collector(source, tuple(cfg.keep_fields))
-    for number, line in enumerate(_split_lines(col, data, problem), start=1):
+    for number, line in enumerate(_split_lines(col, data, problem), start=first_line):
         col.n_input += 1
         if len(line) > cfg.max_doc_bytes:
             col.quarantine(number, "too_large", f"record of {len(line)} bytes > max_doc_bytes", raw=line)
@@ -250,6 +250,65 @@ def _table_to_batch(source: str, table: pa.Table, cfg: InputSpec, col: _Collecto
             docs = docs.append_column(name, pa.array([_as_string(v) for v in values.to_pylist()], pa.string()))
     base = col.batch()
     return RawBatch(pa.concat_tables([base.documents, docs], promote_options="default"), base.quarantine, base.n_input)
+
+
+def read_parquet_row_groups(source: str, groups: tuple[int, int], cfg: InputSpec, first_line: int) -> RawBatch:
+    """Row groups ``[first, last)`` of a Parquet file, read from the file itself (only their column chunks)."""
+    col = _Collector(source)
+    try:
+        fs, path = filesystem(source)
+        with fs.open(path, "rb") as handle:
+            table = pq.ParquetFile(handle).read_row_groups(list(range(*groups)))
+    except (pa.ArrowException, OSError) as error:
+        col.n_input = 1
+        col.quarantine(first_line, "unreadable_file", f"row groups {groups[0]}-{groups[1] - 1} unreadable: {error}")
+        return col.batch()
+    return _table_to_batch(source, table, cfg, col, first_line=first_line)
+
+
+READ_CHUNK = 1 << 20
+
+
+def read_line_range(source: str, start: int, end: int) -> bytes:
+    """The records of an uncompressed line-based file that start in ``[start, end)``: a record belongs to the
+    range where its first byte lies, so consecutive ranges read every record exactly once."""
+    fs, path = filesystem(source)
+    with fs.open(path, "rb") as handle:
+        if start > 0:
+            handle.seek(start - 1)
+            head = handle.read(end - start + 1)
+            newline = head.find(b"\n")
+            if newline < 0 or start + newline >= end:  # no record starts in the range (a longer record spans it)
+                return b""
+            data = bytearray(head[newline + 1 :])
+        else:
+            data = bytearray(handle.read(end))
+        while data and data[-1:] != b"\n":  # finish the last record, which may end past the range
+            more = handle.read(READ_CHUNK)
+            if not more:
+                break
+            cut = more.find(b"\n")
+            data += more if cut < 0 else more[: cut + 1]
+            if cut >= 0:
+                break
+    return bytes(data)
+
+
+def count_newlines(source: str, start: int, end: int) -> int:
+    """Newlines at byte positions ``[start - 1, end - 1)`` (``[0, end - 1)`` for the first range): summed over the
+    ranges before one, plus 2, they give the line number of its first record (see ``pipeline.planner``)."""
+    fs, path = filesystem(source)
+    lo, hi = max(start - 1, 0), end - 1
+    count = 0
+    with fs.open(path, "rb") as handle:
+        handle.seek(lo)
+        while lo < hi:
+            chunk = handle.read(min(READ_CHUNK * 8, hi - lo))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            lo += len(chunk)
+    return count
 
 
 def read_parquet(source: str, data: bytes, cfg: InputSpec) -> RawBatch:

@@ -55,7 +55,8 @@ WORDS = [
 def make_spec(input_url: str | list[str], output_url: str, **overrides: Any) -> WorkflowSpec:
     data: dict[str, Any] = {
         "name": "test",
-        "input": {"url": input_url},
+        # 1 KiB partitions: every small test file stays one partition (many partitions per job, as at scale)
+        "input": {"url": input_url, "partition_bytes": 1024},
         "output": {"url": output_url, "shard_sequences": 64},
         "stages": [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 256, "mode": "best_fit"}],
     }

@@ -13,7 +13,8 @@ import pytest
 import zstandard
 
 from pipeline.partition import PartitionPlan, read_partition, run_stage, write_partition
-from pipeline.runner import plan_partitions, run_workflow
+from pipeline.planner import plan_partitions
+from pipeline.runner import run_workflow
 from schemas.document import DOCUMENT_SCHEMA
 from schemas.manifest import Funnel
 from schemas.spec import InputSpec
@@ -72,9 +73,12 @@ def test_directory_glob_and_text_files(tmp_path: Path) -> None:
     write_formats(tmp_path / "in")
     spec = make_spec(str(tmp_path / "in"), str(tmp_path / "out"))
     plans = plan_partitions(spec)
-    assert [p.format for p in plans] == ["jsonl", "jsonl", "jsonl", "parquet", "csv", "text"]
+    formats = {Path(source).name: p.format for p in plans for source in p.sources}
+    assert formats == {"a.jsonl": "jsonl", "b.jsonl.gz": "jsonl", "c.jsonl.zst": "jsonl", "d.parquet": "parquet",
+                       "e.csv": "csv", "f.txt": "text"}  # fmt: skip
+    assert all(len({formats[Path(s).name] for s in p.sources}) == 1 for p in plans), "one format per partition"
     spec = make_spec(str(tmp_path / "in" / "*.jsonl*"), str(tmp_path / "out"))
-    assert len(plan_partitions(spec)) == 3
+    assert sum(len(p.sources) for p in plan_partitions(spec)) == 3
 
 
 def test_configurable_fields(tmp_path: Path) -> None:

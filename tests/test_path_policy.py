@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from api.settings import SettingsError, parse_tokens
-from pipeline.runner import plan_partitions, run_workflow
+from pipeline.planner import plan_partitions
+from pipeline.runner import run_workflow
 from schemas.paths import PathKind, PathPolicy, PathRefused, path_kind_of, walk_fields
 from schemas.spec import SpecError, WorkflowSpec, parse_spec, set_dotted
 from storage.catalog import connect, run_sql, sql_string

@@ -14,7 +14,12 @@ from .conftest import ANALYST, READER, Server, tree_bytes, wait_for_job, write_j
 def test_job_lifecycle_inspection_and_sql(server: Server) -> None:
     write_jsonl_corpus(server.root / "raw", files=2, docs_per_file=40)
     admin = server.client()
-    body = {"workflow": "tokenize", "input": "raw", "output": "out/one", "set": ["stages.1.seq_len=256"]}
+    body = {
+        "workflow": "tokenize",
+        "input": "raw",
+        "output": "out/one",
+        "set": ["stages.1.seq_len=256", "input.partition_bytes=1024"],
+    }
     response = admin.post("/jobs", json=body)
     assert response.status_code == 202, response.text
     job = wait_for_job(admin, response.json()["id"])
@@ -74,7 +79,12 @@ def test_auth_scopes_and_roots(server: Server) -> None:
 def test_restart_marks_interrupted_and_resume_finishes_identically(server: Server) -> None:
     write_jsonl_corpus(server.root / "raw", files=16, docs_per_file=400, seed=4)
     admin = server.client()
-    body = {"workflow": "tokenize", "input": "raw", "output": "out/resumed", "set": ["stages.1.seq_len=512"]}
+    body = {
+        "workflow": "tokenize",
+        "input": "raw",
+        "output": "out/resumed",
+        "set": ["stages.1.seq_len=512", "input.partition_bytes=1024"],
+    }
     job_id = admin.post("/jobs", json=body).json()["id"]
     markers = server.root / "out" / "resumed" / "_markers"
     deadline = time.monotonic() + 120
@@ -112,7 +122,12 @@ def test_load_none_lost_none_duplicated(tmp_path: Path) -> None:
 def test_cancel_keeps_finished_partitions_and_resume_completes(server: Server) -> None:
     write_jsonl_corpus(server.root / "raw", files=16, docs_per_file=400, seed=6)
     admin = server.client()
-    body = {"workflow": "tokenize", "input": "raw", "output": "out/cancelled", "set": ["stages.1.seq_len=512"]}
+    body = {
+        "workflow": "tokenize",
+        "input": "raw",
+        "output": "out/cancelled",
+        "set": ["stages.1.seq_len=512", "input.partition_bytes=1024"],
+    }
     job_id = admin.post("/jobs", json=body).json()["id"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and admin.get(f"/jobs/{job_id}").json()["state"] != "running":

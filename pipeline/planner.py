@@ -1,0 +1,132 @@
+"""Split the input into partitions of about ``input.partition_bytes`` of text, shaped by the data, not the files.
+
+- Parquet: one partition per run of row groups adding up to the target (the footer says their uncompressed size).
+- Uncompressed JSONL: byte ranges of the target size; a record belongs to the range where its first byte lies
+  (``storage.readers.read_line_range``), and line numbers come from a count of newlines per range
+  (:func:`number_lines`, one small task per range, run before the partitions).
+- Compressed files, CSV (quoted fields may hold newlines) and text files (one document each): a file is not cut.
+- Small files are coalesced, in sorted order and one format at a time, until the target or ``max_files`` is reached.
+
+The plan is a pure function of the listing and the spec, so the same input and ``partition_bytes`` give the same
+partitions (names, order, ranges): resume and byte-identical reruns follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from distributed import Client
+
+from pipeline.partition import REFUSED, PartitionPlan
+from pipeline.waiting import gather_cancellable
+from schemas.spec import WorkflowSpec
+from storage.decompress import compression_of
+from storage.fs import filesystem, list_inputs
+from storage.readers import count_newlines, detect_format
+
+#: Assumed text bytes per stored byte of a compressed file (gzip/zstd/Parquet of prose are 3-5x), used only to
+#: decide how many small files share a partition.
+COMPRESSED_TEXT_RATIO = 4
+
+
+def _text_bytes(source: str, fmt: str, size: int) -> int:
+    compressed = fmt == "parquet" or compression_of(source) is not None
+    return size * COMPRESSED_TEXT_RATIO if compressed else size
+
+
+def parquet_row_group_runs(source: str, target: int) -> list[tuple[tuple[int, int], int]] | None:
+    """``((first, last), first_line)`` per run of row groups of about ``target`` uncompressed bytes; None when the
+    footer cannot be read (the file is then one partition, whose reader quarantines it)."""
+    try:
+        fs, path = filesystem(source)
+        with fs.open(path, "rb") as handle:
+            meta = pq.read_metadata(handle)
+    except (pa.ArrowException, OSError):
+        return None
+    runs, first, size, line, first_line = [], 0, 0, 1, 1
+    for group in range(meta.num_row_groups):
+        info = meta.row_group(group)
+        size += info.total_byte_size
+        line += info.num_rows
+        if size >= target:
+            runs.append(((first, group + 1), first_line))
+            first, size, first_line = group + 1, 0, line
+    if first < meta.num_row_groups or not runs:
+        runs.append(((first, meta.num_row_groups), first_line))
+    return runs
+
+
+def plan_partitions(spec: WorkflowSpec, roots: tuple[str, ...] = ()) -> list[PartitionPlan]:
+    """The partitions of a job. ``roots`` confine a service job: local files whose real location lies outside them
+    (symlinks), special files and files with undecodable names are never opened; they form one last partition that
+    quarantines each of them."""
+    listing = list_inputs(spec.input.url, roots)
+    target, max_files = spec.input.partition_bytes, spec.input.max_files_per_partition
+    plans: list[PartitionPlan] = []
+    group: list[str] = []
+    group_format, group_bytes = "", 0
+
+    def add(sources: tuple[str, ...], fmt: str, **where: object) -> None:
+        plans.append(PartitionPlan(len(plans), sources, fmt, roots, **where))
+
+    def flush() -> None:
+        nonlocal group, group_bytes
+        if group:
+            add(tuple(group), group_format)
+        group, group_bytes = [], 0
+
+    for source in listing.files:
+        fmt = detect_format(source, spec.input.format)
+        size = listing.sizes[source]
+        runs = parquet_row_group_runs(source, target) if fmt == "parquet" and size * 2 > target else None
+        if runs is not None and len(runs) > 1:
+            flush()
+            for groups, first_line in runs:
+                add((source,), fmt, row_groups=groups, first_line=first_line)
+        elif fmt == "jsonl" and compression_of(source) is None and size > target:
+            flush()
+            for start in range(0, size, target):
+                add((source,), fmt, byte_range=(start, min(start + target, size)))
+        else:
+            text = _text_bytes(source, fmt, size)
+            if group and (fmt != group_format or group_bytes + text > target or len(group) >= max_files):
+                flush()
+            group.append(source)
+            group_format, group_bytes = fmt, group_bytes + text
+    flush()
+    if listing.refused:
+        names, reasons = zip(*listing.refused, strict=True)
+        add(names, REFUSED, reasons=reasons)
+    return plans
+
+
+def number_lines(
+    client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], cancelled: Callable[[], bool] | None = None
+) -> list[PartitionPlan]:
+    """Give each byte-range partition the line number of its first record: newlines are counted per range on the
+    cluster (the file is read once, in parallel), then summed over the ranges before each one."""
+    ranged = [p for p in plans if p.byte_range is not None]
+    if not ranged:
+        return plans
+    prefix = spec.task_prefix()
+    futures = [
+        client.submit(count_newlines, p.sources[0], *p.byte_range, key=f"count-lines-{prefix}-{p.index}")
+        for p in ranged
+    ]
+    counted = gather_cancellable(client, futures, cancelled, spec.name)
+    counts = dict(zip((p.index for p in ranged), counted, strict=True))
+    numbered, before = [], 0
+    for plan in plans:
+        if plan.byte_range is None:
+            numbered.append(plan)
+            continue
+        if plan.byte_range[0] == 0:
+            before = 0
+            numbered.append(plan)
+        else:
+            numbered.append(replace(plan, first_line=2 + before))
+        before += counts.get(plan.index, 0)
+    return numbered

@@ -1,0 +1,115 @@
+"""Partitions by size: JSONL byte ranges, Parquet row groups, small files grouped; same documents and verdicts
+whatever the partition size, no record lost or read twice at a boundary, exact source lines."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.planner import plan_partitions
+from pipeline.runner import run_workflow
+
+from .conftest import WORDS, make_spec
+from .dedup_corpus import planted_pairs
+
+
+def _texts(n: int, seed: int = 5) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.choice([1, 8, 40, 300]))) for _ in range(n)]
+
+
+def _docs(out: Path) -> list[dict]:
+    rows = pq.read_table(out / "docs").select(["id", "source", "line", "status", "n_tokens"]).to_pylist()
+    return sorted(rows, key=lambda r: (r["source"], r["line"]))
+
+
+def _quarantine(out: Path) -> list[tuple]:
+    rows = pq.read_table(out / "quarantine").to_pylist()
+    return sorted((r["source"], r["line"], r["reason"]) for r in rows)
+
+
+def test_a_large_jsonl_file_is_read_in_byte_ranges_without_losing_or_repeating_a_record(tmp_path: Path) -> None:
+    texts = _texts(1500)
+    lines = [json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(texts)]
+    lines[100] = "{not json"  # bad records on and near range boundaries still land in quarantine with their line
+    lines[101] = ""
+    lines[700] = json.dumps({"id": "e", "text": ""})
+    source = tmp_path / "in" / "big.jsonl"
+    source.parent.mkdir()
+    source.write_text("\n".join(lines))  # no newline after the last record
+    outputs = {}
+    for partition_bytes in (1024, 7 * 1024 + 3, 2**20):
+        spec = make_spec(str(source), str(tmp_path / f"out-{partition_bytes}"), input={"url": str(source),
+                         "partition_bytes": partition_bytes})  # fmt: skip
+        plans = plan_partitions(spec)
+        size = source.stat().st_size
+        assert len(plans) == (-(-size // partition_bytes) if partition_bytes < size else 1)
+        result = run_workflow(spec, workers=2, show_progress=False)
+        funnel = result.manifest.funnel
+        assert funnel.input == 1500 and funnel.balanced and funnel.partitions == len(plans)
+        outputs[partition_bytes] = (_docs(spec_out := tmp_path / f"out-{partition_bytes}"), _quarantine(spec_out))
+    docs, quarantine = outputs[2**20]
+    assert [d["line"] for d in docs] == [i + 1 for i in range(1500) if i not in (100, 101, 700)]
+    assert [d["id"] for d in docs] == [f"d{i}" for i in range(1500) if i not in (100, 101, 700)]
+    assert [(q[1], q[2]) for q in quarantine] == [(101, "malformed_json"), (102, "blank_line"), (701, "empty_text")]
+    assert outputs[1024] == outputs[2**20] and outputs[7 * 1024 + 3] == outputs[2**20]
+
+
+def test_a_parquet_file_is_split_by_row_groups_with_exact_row_numbers(tmp_path: Path) -> None:
+    texts = _texts(2000, seed=9)
+    texts[1234] = None  # a missing text, quarantined at its row
+    source = tmp_path / "in" / "rows.parquet"
+    source.parent.mkdir()
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(2000)], "text": texts}), source, row_group_size=100)
+    small = make_spec(str(source), str(tmp_path / "small"), input={"url": str(source), "partition_bytes": 4096})
+    plans = plan_partitions(small)
+    assert len(plans) > 5 and all(p.row_groups is not None for p in plans)
+    assert plans[0].row_groups[0] == 0 and plans[-1].row_groups[1] == 20
+    run_workflow(small, workers=2, show_progress=False)
+    whole = make_spec(str(source), str(tmp_path / "whole"), input={"url": str(source), "partition_bytes": 2**30})
+    assert len(plan_partitions(whole)) == 1
+    run_workflow(whole, workers=1, show_progress=False)
+    assert _docs(tmp_path / "small") == _docs(tmp_path / "whole")
+    assert _quarantine(tmp_path / "small") == [(str(source), 1235, "missing_field")]
+    assert [d["line"] for d in _docs(tmp_path / "small")][:3] == [1, 2, 3]
+
+
+def test_small_files_are_grouped_into_few_partitions_and_few_output_files(tmp_path: Path) -> None:
+    corpus = tmp_path / "many"
+    corpus.mkdir()
+    texts = _texts(600, seed=2)
+    for i in range(300):
+        (corpus / f"f{i:04d}.jsonl").write_text(
+            "".join(json.dumps({"text": t}) + "\n" for t in texts[2 * i : 2 * i + 2])
+        )
+    spec = make_spec(str(corpus), str(tmp_path / "out"), input={"url": str(corpus), "partition_bytes": 64 * 1024})
+    plans = plan_partitions(spec)
+    total = sum(p.stat().st_size for p in corpus.iterdir())
+    assert len(plans) <= total // (64 * 1024) + 1 and sum(len(p.sources) for p in plans) == 300
+    result = run_workflow(spec, workers=2, show_progress=False)
+    assert result.manifest.funnel.kept == 600
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(files) <= 60, len(files)
+
+
+@pytest.mark.parametrize("partition_bytes", [2048, 2**20])
+def test_dedup_verdicts_do_not_depend_on_the_partition_size(tmp_path: Path, partition_bytes: int) -> None:
+    pairs = planted_pairs(120, seed=4)
+    source = tmp_path / "in" / "pairs.jsonl"
+    source.parent.mkdir()
+    source.write_text("".join(json.dumps({"id": f"p{i}-{k}", "text": p[k]}) + "\n"
+                              for i, p in enumerate(pairs) for k in (0, 1)))  # fmt: skip
+    stages = [{"stage": "exact_dedup"}, {"stage": "minhash_dedup"}]
+    reference = make_spec(str(source), str(tmp_path / "ref"), stages=stages,
+                          input={"url": str(source), "partition_bytes": 2**30})  # fmt: skip
+    run_workflow(reference, workers=1, show_progress=False)
+    spec = make_spec(str(source), str(tmp_path / "out"), stages=stages,
+                     input={"url": str(source), "partition_bytes": partition_bytes})  # fmt: skip
+    run_workflow(spec, workers=2, show_progress=False)
+    assert _docs(tmp_path / "out") == _docs(tmp_path / "ref")
+    assert sum(d["status"] == "near_duplicate" for d in _docs(tmp_path / "ref")) > 20
