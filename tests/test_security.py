@@ -195,7 +195,9 @@ def test_cancel_stops_a_running_task_within_seconds(tmp_path: Path, step: str) -
     with open(tmp_path / "big" / "one.jsonl", "w") as handle:
         for i in range(20_000):
             handle.write(json.dumps({"id": str(i), "text": docs[i % 50]}) + "\n")
-    spec = make_spec(str(tmp_path / "big"), str(tmp_path / "out"))
+    spec = make_spec(
+        str(tmp_path / "big"), str(tmp_path / "out"), input={"url": str(tmp_path / "big"), "partition_bytes": 2**30}
+    )
     quality = QualityConfig()
     stages = [quality, *spec.stages] if step == "partitions" else [quality, ExactDedupConfig(), *spec.stages]
     spec = spec.model_copy(update={"stages": stages})
