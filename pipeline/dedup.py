@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from dask import delayed
 from distributed import Client
 
-from pipeline.partition import PartitionPlan, read_partition, run_stage
+from pipeline.partition import PartitionPlan, before_dedup
 from pipeline.waiting import gather_cancellable
 from schemas.spec import WorkflowSpec
 from schemas.stages import MinHashDedupConfig
@@ -58,10 +58,7 @@ def decisions_url(spec: WorkflowSpec, partition: int) -> str:
 
 def partition_keys(plan: PartitionPlan, spec: WorkflowSpec) -> dict[str, pd.DataFrame]:
     """Dedup keys of one partition's documents as they reach the dedup stages (earlier stages applied)."""
-    state = read_partition(plan, spec.input)
-    for stage in spec.stages_before_dedup:
-        state = run_stage(state, stage)
-    table = state.documents
+    table = before_dedup(plan, spec).documents
     order = order_keys(plan.index, table.num_rows)
     keys: dict[str, pd.DataFrame] = {}
     if spec.exact_dedup is not None:

@@ -24,7 +24,7 @@ from stages import stage_function
 from stages.dedup import apply_decisions
 from stages.mix import MIX_BUCKET, MIX_COPIES
 from stages.rl_set import rl_rows
-from storage.fs import join, local_refusal, write_bytes_atomic
+from storage.fs import exists, join, local_refusal, read_bytes, write_bytes_atomic
 from storage.readers import (
     concat_batches,
     read_file,
@@ -191,6 +191,48 @@ def write_partition(state: PartitionState, output: OutputSpec) -> PartitionRepor
     return report
 
 
+def intermediate_url(spec: WorkflowSpec, plan: PartitionPlan) -> str:
+    """Where a partition's state before the global step is kept (on the output's own filesystem, so it works on
+    ``s3://`` and across machines); removed when the job commits."""
+    return join(spec.output.url, "_work", "before-dedup", plan.name)
+
+
+def save_state(state: PartitionState, url: str) -> None:
+    """Keep a partition's state (surviving documents with every tag, quarantine, records of dropped documents and
+    counters) so that the stages before the global step run once: the dedup keys and the partition task share it."""
+    write_bytes_atomic(join(url, "documents.parquet"), _parquet_bytes(state.documents))
+    write_bytes_atomic(join(url, "quarantine.parquet"), _parquet_bytes(state.quarantine))
+    if state.records:
+        records = pa.concat_tables(state.records, promote_options="default")
+        write_bytes_atomic(join(url, "records.parquet"), _parquet_bytes(records))
+    counters = {"n_input": state.n_input, "dropped": dict(state.dropped), "records": bool(state.records)}
+    write_bytes_atomic(join(url, "state.json"), json.dumps(counters, sort_keys=True).encode())  # written last
+
+
+def load_state(plan: PartitionPlan, url: str) -> PartitionState | None:
+    """The state :func:`save_state` kept, or None when it is not (completely) there."""
+    if not exists(join(url, "state.json")):
+        return None
+    counters = json.loads(read_bytes(join(url, "state.json"), real=True))
+
+    def table(name: str) -> pa.Table:
+        return pq.read_table(pa.BufferReader(read_bytes(join(url, name), real=True)))
+
+    records = [table("records.parquet")] if counters["records"] else []
+    return PartitionState(plan, table("documents.parquet"), table("quarantine.parquet"), counters["n_input"],
+                          records, Counter(counters["dropped"]))  # fmt: skip
+
+
+def before_dedup(plan: PartitionPlan, spec: WorkflowSpec) -> PartitionState:
+    """A partition read and taken through the stages before the global step (the dedup keys are computed from
+    this state, which is kept for the partition task)."""
+    state = read_partition(plan, spec.input)
+    for stage in spec.stages_before_dedup:
+        state = run_stage(state, stage)
+    save_state(state, intermediate_url(spec, plan))
+    return state
+
+
 def process_partition(
     plan: PartitionPlan,
     spec: WorkflowSpec,
@@ -199,14 +241,22 @@ def process_partition(
 ) -> PartitionReport:
     """Read, run every stage, write; ``on_step(step, partition)`` is told after each step (progress).
 
-    Dedup stages apply ``decisions(partition)``, the global step's verdicts, at their place in the chain.
+    With a global step, the stages before it already ran when the dedup keys were computed: the partition starts
+    from that kept state (or recomputes it if it is gone), applies ``decisions(partition)``, the global step's
+    verdicts, and runs the rest of the chain.
     """
-    state = read_partition(plan, spec.input)
+    kept = intermediate_url(spec, plan) if decisions is not None else None
+    state = load_state(plan, kept) if kept is not None else None
+    done_before = len(spec.stages_before_dedup) if state is not None else 0
+    if state is None:
+        state = read_partition(plan, spec.input)
     if on_step:
         on_step("read", plan.index)
     deduplicated = False
-    for stage in spec.stages:
-        if stage.stage not in GLOBAL_STAGES:
+    for position, stage in enumerate(spec.stages):
+        if position < done_before:
+            pass  # ran once already, before the global step
+        elif stage.stage not in GLOBAL_STAGES:
             state = run_stage(state, stage)
         elif not deduplicated:
             if decisions is None:

@@ -34,6 +34,7 @@ from storage.fs import (
     join,
     read_bytes,
     remove_temporaries,
+    remove_tree,
     write_bytes_atomic,
 )
 from storage.manifest import write_cluster_table, write_manifest
@@ -235,6 +236,7 @@ def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
     )
     # A task killed mid-write (a lost worker) leaves its temporary file; the rerun committed the real one.
     remove_temporaries(spec.output.url)
+    remove_tree(join(spec.output.url, "_work"))  # the partitions' states before the global step
     if spec.exact_dedup or spec.minhash_dedup:
         write_cluster_table(spec.output.url, [r.partition for r in reports])
     write_manifest(spec.output.url, manifest)

@@ -164,6 +164,14 @@ def list_files(url: str, suffix: str = "") -> list[str]:
     return sorted(_full_url(fs, p) for p in fs.ls(path, detail=False) if p.endswith(suffix))
 
 
+def remove_tree(url: str) -> None:
+    """Delete a directory a job made for itself (never through a link: it is checked first)."""
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        check_real_location(url)
+        fs.rm(path, recursive=True)
+
+
 def remove_temporaries(url: str) -> int:
     """Delete the ``.tmp-*`` files an interrupted job left under ``url``; returns how many."""
     fs, path = filesystem(url)

@@ -113,3 +113,48 @@ def test_dedup_verdicts_do_not_depend_on_the_partition_size(tmp_path: Path, part
     run_workflow(spec, workers=2, show_progress=False)
     assert _docs(tmp_path / "out") == _docs(tmp_path / "ref")
     assert sum(d["status"] == "near_duplicate" for d in _docs(tmp_path / "ref")) > 20
+
+
+def test_the_stages_before_the_global_step_run_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.partition as partition
+    from pipeline.dedup import DECISIONS_SCHEMA
+
+    source = tmp_path / "in" / "a.jsonl"
+    source.parent.mkdir()
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in _texts(50)))
+    stages = [{"stage": "language"}, {"stage": "quality", "drop": False}, {"stage": "exact_dedup"},
+              {"stage": "tokenize"}, {"stage": "pack"}]  # fmt: skip
+    spec = make_spec(str(source), str(tmp_path / "out"), stages=stages,
+                     input={"url": str(source), "partition_bytes": 2**30})  # fmt: skip
+    ran: list[str] = []
+    real_run_stage = partition.run_stage
+
+    def counting(state: partition.PartitionState, config: object) -> partition.PartitionState:
+        ran.append(config.stage)  # type: ignore[attr-defined]
+        return real_run_stage(state, config)
+
+    monkeypatch.setattr(partition, "run_stage", counting)
+    plan = plan_partitions(spec)[0]
+    partition.before_dedup(plan, spec)  # what the dedup keys task does
+    report = partition.process_partition(plan, spec, decisions=lambda _: DECISIONS_SCHEMA.empty_table())
+    assert ran == ["language", "quality", "tokenize", "pack"]
+    assert report.input == 50 and report.kept + sum(report.dropped.values()) == 50
+
+
+def test_rl_set_keeps_the_verified_copy_of_a_prompt_whose_first_copy_is_malformed(tmp_path: Path) -> None:
+    from pipeline.cli import main
+
+    prompt = "What is 2 + 2? Give the result as your final answer."
+    records = [
+        {"id": "bad", "prompt": prompt, "response": "no think block here, the answer is 4", "ground_truth": "4"},
+        {"id": "good", "prompt": prompt, "response": "<think>\\n2 + 2 = 4\\n</think>\\n\\nThe answer is \\\\boxed{4}.",
+         "ground_truth": "4"},
+    ]  # fmt: skip
+    source = tmp_path / "qa.jsonl"
+    source.write_text("".join(json.dumps(r) for r in records[:1]) + "\n" + json.dumps(records[1]).replace(
+        "\\\\n", "\\n").replace("\\\\\\\\", "\\\\") + "\n")  # fmt: skip
+    workflow = Path(__file__).resolve().parents[1] / "workflows" / "rl-verified-qa.yaml"
+    assert main(["run", str(workflow), "--input", str(source), "--output", str(tmp_path / "out"),
+                 "--no-progress", "--workers", "1"]) == 0  # fmt: skip
+    rows = pq.read_table(tmp_path / "out" / "rl").to_pylist()
+    assert len(rows) == 1 and rows[0]["extra_info"]["id"] == "good" if rows else False, rows
