@@ -173,9 +173,10 @@ def test_dedup_on_two_workers_equals_one_worker(cluster: Cluster, tmp_path: Path
         chunk = texts[f::8]
         (corpus / f"{f}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in chunk))
     stages = [{"stage": "exact_dedup"}, {"stage": "minhash_dedup"}, {"stage": "tokenize"}, {"stage": "pack"}]
-    single = make_spec(str(corpus), str(tmp_path / "one"), stages=stages)
+    where = {"url": str(corpus), "partition_bytes": 32 * 1024}  # a few byte ranges per file
+    single = make_spec(str(corpus), str(tmp_path / "one"), stages=stages, input=where)
     run_workflow(single, workers=1, show_progress=False)
-    remote = make_spec(str(corpus), str(tmp_path / "two"), stages=stages)
+    remote = make_spec(str(corpus), str(tmp_path / "two"), stages=stages, input=where)
     result = run_workflow(remote, scheduler=cluster.address, show_progress=False)
     assert result.manifest.funnel.dropped.get("near_duplicate", 0) > 50
     assert tree_bytes(tmp_path / "two") == tree_bytes(tmp_path / "one")

@@ -43,7 +43,7 @@ def test_a_large_jsonl_file_is_read_in_byte_ranges_without_losing_or_repeating_a
     source.parent.mkdir()
     source.write_text("\n".join(lines))  # no newline after the last record
     outputs = {}
-    for partition_bytes in (1024, 7 * 1024 + 3, 2**20):
+    for partition_bytes in (4096, 7 * 1024 + 3, 2**20):
         spec = make_spec(str(source), str(tmp_path / f"out-{partition_bytes}"), input={"url": str(source),
                          "partition_bytes": partition_bytes})  # fmt: skip
         plans = plan_partitions(spec)
@@ -57,7 +57,7 @@ def test_a_large_jsonl_file_is_read_in_byte_ranges_without_losing_or_repeating_a
     assert [d["line"] for d in docs] == [i + 1 for i in range(1500) if i not in (100, 101, 700)]
     assert [d["id"] for d in docs] == [f"d{i}" for i in range(1500) if i not in (100, 101, 700)]
     assert [(q[1], q[2]) for q in quarantine] == [(101, "malformed_json"), (102, "blank_line"), (701, "empty_text")]
-    assert outputs[1024] == outputs[2**20] and outputs[7 * 1024 + 3] == outputs[2**20]
+    assert outputs[4096] == outputs[2**20] and outputs[7 * 1024 + 3] == outputs[2**20]
 
 
 def test_a_parquet_file_is_split_by_row_groups_with_exact_row_numbers(tmp_path: Path) -> None:
