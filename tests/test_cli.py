@@ -81,4 +81,4 @@ def test_wheel_holds_the_packages_and_entry_point(tmp_path: Path) -> None:
         assert f"{package}/__init__.py" in names
     assert not any(n.startswith(("tests/", "bench/", "workflows/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "refinery = pipeline.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "refinery = pipeline.cli:entry" in zipfile.ZipFile(wheel).read(entry).decode()
