@@ -108,8 +108,8 @@ def read_partition(plan: PartitionPlan, config: InputSpec) -> PartitionState:
     elif refusal is not None:  # checked again on the worker: the file may have changed since planning
         batch = refused_files(plan.sources, (refusal,))
     elif plan.byte_range is not None:
-        batch = read_jsonl(plan.sources[0], read_line_range(plan.sources[0], *plan.byte_range), None, config,
-                           plan.first_line)  # fmt: skip
+        data = read_line_range(plan.sources[0], *plan.byte_range, max_tail=config.max_doc_bytes + 1)
+        batch = read_jsonl(plan.sources[0], data, None, config, plan.first_line)
     elif plan.row_groups is not None:
         batch = read_parquet_row_groups(plan.sources[0], plan.row_groups, config, plan.first_line)
     else:

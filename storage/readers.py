@@ -269,9 +269,11 @@ def read_parquet_row_groups(source: str, groups: tuple[int, int], cfg: InputSpec
 READ_CHUNK = 1 << 20
 
 
-def read_line_range(source: str, start: int, end: int) -> bytes:
+def read_line_range(source: str, start: int, end: int, max_tail: int) -> bytes:
     """The records of an uncompressed line-based file that start in ``[start, end)``: a record belongs to the
-    range where its first byte lies, so consecutive ranges read every record exactly once."""
+    range where its first byte lies, so consecutive ranges read every record exactly once. The last record is read
+    on past ``end`` for at most ``max_tail`` bytes: a longer one is cut there (the reader quarantines it as
+    ``too_large``), so memory stays bounded by the range, not by the longest line of the file."""
     fs, path = filesystem(source)
     with fs.open(path, "rb") as handle:
         if start > 0:
@@ -283,8 +285,9 @@ def read_line_range(source: str, start: int, end: int) -> bytes:
             data = bytearray(head[newline + 1 :])
         else:
             data = bytearray(handle.read(end))
-        while data and data[-1:] != b"\n":  # finish the last record, which may end past the range
-            more = handle.read(READ_CHUNK)
+        limit = len(data) + max_tail
+        while data and data[-1:] != b"\n" and len(data) < limit:  # finish the last record, past the range
+            more = handle.read(min(READ_CHUNK, limit - len(data)))
             if not more:
                 break
             cut = more.find(b"\n")

@@ -158,3 +158,22 @@ def test_rl_set_keeps_the_verified_copy_of_a_prompt_whose_first_copy_is_malforme
                  "--no-progress", "--workers", "1"]) == 0  # fmt: skip
     rows = pq.read_table(tmp_path / "out" / "rl").to_pylist()
     assert len(rows) == 1 and rows[0]["extra_info"]["id"] == "good" if rows else False, rows
+
+
+def test_a_record_longer_than_max_doc_bytes_is_cut_and_quarantined_not_read_whole(tmp_path: Path) -> None:
+    from storage.readers import read_line_range
+
+    texts = _texts(200, seed=8)
+    lines = [json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(texts)]
+    lines[50] = json.dumps({"id": "huge", "text": "word " * 200_000})  # 1 MB on one line
+    source = tmp_path / "in" / "long.jsonl"
+    source.parent.mkdir()
+    source.write_text("\n".join(lines) + "\n")
+    start = source.read_bytes().index(b'{"id": "huge"')
+    assert len(read_line_range(str(source), start, start + 10, max_tail=5000)) <= 10 + 5000
+    where = {"url": str(source), "partition_bytes": 8 * 1024, "max_doc_bytes": 4096}
+    spec = make_spec(str(source), str(tmp_path / "out"), input=where)
+    funnel = run_workflow(spec, workers=1, show_progress=False).manifest.funnel
+    assert funnel.input == 200 and funnel.balanced and funnel.quarantined == {"too_large": 1}
+    assert _quarantine(tmp_path / "out") == [(str(source), 51, "too_large")]
+    assert [d["line"] for d in _docs(tmp_path / "out")] == [i + 1 for i in range(200) if i != 50]
