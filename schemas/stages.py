@@ -57,6 +57,13 @@ class PackConfig(StageBase):
     bos_id: int = Field(0, ge=0, le=MAX_IDS, description="<｜begin▁of▁sentence｜> in DeepSeek's vocabulary.")
     eos_id: int = Field(1, ge=0, le=MAX_IDS, description="<｜end▁of▁sentence｜> in DeepSeek's vocabulary.")
     pad_id: int = Field(2, ge=0, le=MAX_IDS, description="<｜▁pad▁｜> in DeepSeek's vocabulary.")
+    max_open: int = Field(
+        512,
+        ge=1,
+        le=1 << 16,
+        description="best_fit: sequences kept open from one batch to the next (memory: max_open x seq_len "
+        "tokens); the fullest others are closed. More open sequences, less padding.",
+    )
 
 
 class Normalization(StageBase):

@@ -75,20 +75,28 @@ def _scatter(dest: np.ndarray, dest_starts: np.ndarray, src_starts: np.ndarray, 
         dest[d : d + n] = src[s : s + n]
 
 
-def pieces_concat(doc_offsets: np.ndarray, seq_len: int) -> Pieces:
-    """One stream cut every ``seq_len`` tokens: a piece ends at a document end or a sequence end."""
+def pieces_concat(doc_offsets: np.ndarray, seq_len: int, fill: int = 0) -> Pieces:
+    """One stream cut every ``seq_len`` tokens: a piece ends at a document end or a sequence end. ``fill`` tokens
+    of sequence 0 are already taken (the open sequence carried from the previous batch)."""
     total = int(doc_offsets[-1])
-    cuts = np.union1d(doc_offsets, np.arange(0, total, seq_len, dtype=np.int64))
+    virtual = doc_offsets + fill
+    cuts = np.union1d(virtual, np.arange(0, fill + total, seq_len, dtype=np.int64))
+    cuts = cuts[cuts >= fill]
     starts, ends = cuts[:-1], cuts[1:]
     keep = ends > starts
     starts, ends = starts[keep], ends[keep]
-    doc = np.searchsorted(doc_offsets, starts, side="right") - 1
-    return Pieces(starts, ends - starts, doc, starts // seq_len, starts % seq_len, -(-total // seq_len))
+    doc = np.searchsorted(virtual, starts, side="right") - 1
+    return Pieces(starts - fill, ends - starts, doc, starts // seq_len, starts % seq_len, -(-(fill + total) // seq_len))
 
 
-def pieces_best_fit(doc_offsets: np.ndarray, seq_len: int) -> Pieces:
+def pieces_best_fit(doc_offsets: np.ndarray, seq_len: int, fills: list[int] | None = None) -> Pieces:
     """Best-fit decreasing (Ding et al. 2024): full ``seq_len`` chunks of long documents fill their own
-    sequences; each remainder goes to the fullest open sequence it fits in, largest remainders first."""
+    sequences; each remainder goes to the fullest open sequence it fits in, largest remainders first.
+
+    ``fills``: tokens already taken in the sequences carried open from the previous batch; they are sequences
+    ``0..len(fills)-1``, then come the full chunks, then the new sequences."""
+    carried = list(fills or [])
+    m = len(carried)
     lengths = np.diff(doc_offsets)
     n_full = lengths // seq_len
     rest = lengths - n_full * seq_len
@@ -98,10 +106,10 @@ def pieces_best_fit(doc_offsets: np.ndarray, seq_len: int) -> Pieces:
 
     order = np.argsort(-rest, kind="stable")
     order = order[rest[order] > 0]
-    free = SortedList()  # (remaining capacity, bin number)
+    free = SortedList((seq_len - used, number) for number, used in enumerate(carried) if used < seq_len)
     bin_of = np.empty(len(order), np.int64)
     fill_of = np.empty(len(order), np.int64)
-    used: list[int] = []
+    used = carried
     for i, doc in enumerate(order.tolist()):
         need = int(rest[doc])
         at = free.bisect_left((need, -1))
@@ -120,33 +128,153 @@ def pieces_best_fit(doc_offsets: np.ndarray, seq_len: int) -> Pieces:
         src=np.concatenate([full_src, rest_src]).astype(np.int64),
         length=np.concatenate([np.full(n_fixed, seq_len), rest[order]]).astype(np.int64),
         doc=np.concatenate([full_doc, order]).astype(np.int64),
-        seq=np.concatenate([np.arange(n_fixed), n_fixed + bin_of]).astype(np.int64),
+        seq=np.concatenate([m + np.arange(n_fixed), np.where(bin_of < m, bin_of, bin_of + n_fixed)]).astype(np.int64),
         offset=np.concatenate([np.zeros(n_fixed, np.int64), fill_of]),
         n_seq=n_fixed + len(used),
     )
 
 
-def pack(table: pa.Table, config: PackConfig) -> pa.Table:
-    """Packed sequences (SEQUENCE_SCHEMA) from a tokenized document batch, in a deterministic order."""
-    if "mix_copies" in table.column_names:  # the mix stage's up-sampling: lay each document out that often
-        copies = table.column("mix_copies").to_numpy()
-        table = table.take(pa.array(np.repeat(np.arange(table.num_rows), copies)))
-    if table.num_rows == 0:
+def _expand_copies(table: pa.Table) -> pa.Table:
+    """The mix stage's up-sampling: each document laid out ``mix_copies`` times."""
+    if "mix_copies" not in table.column_names:
+        return table
+    copies = table.column("mix_copies").to_numpy()
+    return table.take(pa.array(np.repeat(np.arange(table.num_rows), copies)))
+
+
+@dataclass
+class _Open:
+    """Sequences left open by the previous batch: their pieces, with the tokens (and loss mask) they hold."""
+
+    tokens: np.ndarray
+    mask: np.ndarray | None
+    pieces: Pieces  # src into ``tokens``, doc into ``doc_ids``
+    doc_ids: pa.Array
+    fills: list[int]
+
+
+class Packer:
+    """Packs batch after batch into closed sequences, carrying open (not yet full) sequences to the next batch,
+    so a task's memory is bounded by its batch and ``max_open`` sequences, and short documents still fill their
+    sequences as if the whole partition were packed at once."""
+
+    def __init__(self, config: PackConfig) -> None:
+        self.config = config
+        self.open: _Open | None = None
+
+    def add(self, table: pa.Table, final: bool = False) -> pa.Table:
+        """The sequences closed after adding ``table`` (all of them when ``final``), in a deterministic order."""
+        config = self.config
+        table = _expand_copies(table)
+        with_mask = LOSS_MASK in table.column_names or (self.open is not None and self.open.mask is not None)
+        stream, doc_offsets = document_stream(table, config)
+        mask_stream = _mask_stream(table, config) if with_mask else None
+        doc_ids = table.column("id").combine_chunks() if table.num_rows else pa.array([], pa.string())
+        carried = self.open
+        if carried is None:
+            carried = _Open(np.zeros(0, np.int32), None, _no_pieces(), pa.array([], pa.string()), [])
+        base = len(carried.tokens)
+        if config.mode == "concat":
+            new = pieces_concat(doc_offsets, config.seq_len, carried.fills[0] if carried.fills else 0)
+        else:
+            new = pieces_best_fit(doc_offsets, config.seq_len, list(carried.fills))
+        n_carried = len(carried.doc_ids)
+        pieces = Pieces(
+            src=np.concatenate([carried.pieces.src, new.src + base]),
+            length=np.concatenate([carried.pieces.length, new.length]),
+            doc=np.concatenate([carried.pieces.doc, new.doc + n_carried]),
+            seq=np.concatenate([carried.pieces.seq, new.seq]),
+            offset=np.concatenate([carried.pieces.offset, new.offset]),
+            n_seq=max(new.n_seq, len(carried.fills)),
+        )
+        tokens = np.concatenate([carried.tokens, stream])
+        ids = pa.concat_arrays([carried.doc_ids, doc_ids.cast(pa.string())])
+        mask = None
+        if with_mask:
+            old_mask = carried.mask if carried.mask is not None else np.zeros(base, np.int8)
+            mask = np.concatenate([old_mask, mask_stream if mask_stream is not None else np.zeros(0, np.int8)])
+        fill = np.bincount(pieces.seq, weights=pieces.length, minlength=pieces.n_seq).astype(np.int64)
+        closed = np.ones(pieces.n_seq, bool) if final else self._closed(fill)
+        self.open = None if final else _keep_open(tokens, mask, pieces, ids, fill, ~closed)
+        return _assemble_closed(tokens, mask, pieces, ids, closed, config)
+
+    def _closed(self, fill: np.ndarray) -> np.ndarray:
+        seq_len = self.config.seq_len
+        closed = fill >= seq_len
+        if self.config.mode == "concat":
+            closed[: len(fill) - 1] = True  # only the last sequence of a stream can be unfinished
+            return closed
+        partial = np.flatnonzero(~closed)
+        if len(partial) > self.config.max_open:
+            # the emptiest stay open (they can still take long remainders); the fullest are closed
+            by_room = partial[np.lexsort((partial, fill[partial]))]
+            closed[by_room[self.config.max_open :]] = True
+        return closed
+
+
+def _no_pieces() -> Pieces:
+    empty = np.zeros(0, np.int64)
+    return Pieces(empty, empty, empty, empty, empty, 0)
+
+
+def _select(pieces: Pieces, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which pieces lie in the chosen sequences, and those sequences renumbered 0..k-1 in order."""
+    number = np.full(pieces.n_seq, -1, np.int64)
+    number[seqs] = np.arange(len(seqs))
+    return number[pieces.seq] >= 0, number
+
+
+def _keep_open(
+    tokens: np.ndarray, mask: np.ndarray | None, pieces: Pieces, ids: pa.Array, fill: np.ndarray, is_open: np.ndarray
+) -> _Open | None:
+    seqs = np.flatnonzero(is_open)
+    if not len(seqs):
+        return None
+    inside, number = _select(pieces, seqs)
+    src, length = pieces.src[inside], pieces.length[inside]
+    new_src = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
+    kept = np.zeros(int(length.sum()), np.int32)
+    _scatter(kept, new_src, src, length, tokens)
+    kept_mask = None
+    if mask is not None:
+        kept_mask = np.zeros(len(kept), np.int8)
+        _scatter(kept_mask, new_src, src, length, mask)
+    n = int(inside.sum())
+    moved = Pieces(new_src, length, np.arange(n, dtype=np.int64), number[pieces.seq[inside]],
+                   pieces.offset[inside], len(seqs))  # fmt: skip
+    return _Open(kept, kept_mask, moved, ids.take(pa.array(pieces.doc[inside])), fill[seqs].tolist())
+
+
+def _assemble_closed(
+    tokens: np.ndarray, mask: np.ndarray | None, pieces: Pieces, ids: pa.Array, closed: np.ndarray, config: PackConfig
+) -> pa.Table:
+    seqs = np.flatnonzero(closed)
+    if not len(seqs):
         return SEQUENCE_SCHEMA.empty_table()
-    stream, doc_offsets = document_stream(table, config)
-    finder = pieces_concat if config.mode == "concat" else pieces_best_fit
-    pieces = finder(doc_offsets, config.seq_len)
-    packed = assemble(stream, pieces, table.column("id").combine_chunks(), config)
-    if LOSS_MASK not in table.column_names:
+    inside, number = _select(pieces, seqs)
+    chosen = Pieces(pieces.src[inside], pieces.length[inside], pieces.doc[inside], number[pieces.seq[inside]],
+                    pieces.offset[inside], len(seqs))  # fmt: skip
+    packed = assemble(tokens, chosen, ids, config)
+    if mask is None:
         return packed
     # The loss mask travels exactly as the tokens do: BOS and padding 0, EOS 1 (the model learns to stop).
-    masks = table.select([LOSS_MASK]).rename_columns([TOKEN_IDS])
     mask_config = config.model_copy(update={"bos_id": 0, "eos_id": 1, "pad_id": 0})
-    mask_stream, _ = document_stream(masks, mask_config)
-    mask = assemble(mask_stream, pieces, table.column("id").combine_chunks(), mask_config).column("input_ids")
-    values = pc.cast(mask.combine_chunks().values, pa.int8())
-    offsets = mask.combine_chunks().offsets
-    return packed.append_column(LOSS_MASK, pa.ListArray.from_arrays(offsets, values))
+    column = assemble(mask.astype(np.int32), chosen, ids, mask_config).column("input_ids").combine_chunks()
+    values = pc.cast(column.values, pa.int8())
+    return packed.append_column(LOSS_MASK, pa.ListArray.from_arrays(column.offsets, values))
+
+
+def _mask_stream(table: pa.Table, config: PackConfig) -> np.ndarray:
+    mask_config = config.model_copy(update={"bos_id": 0, "eos_id": 1, "pad_id": 0})
+    if LOSS_MASK not in table.column_names:
+        return np.zeros(0, np.int8)
+    masks = table.select([LOSS_MASK]).rename_columns([TOKEN_IDS])
+    return document_stream(masks, mask_config)[0].astype(np.int8)
+
+
+def pack(table: pa.Table, config: PackConfig) -> pa.Table:
+    """Packed sequences (SEQUENCE_SCHEMA) from a tokenized document batch, in a deterministic order."""
+    return Packer(config).add(table, final=True)
 
 
 def assemble(stream: np.ndarray, pieces: Pieces, doc_ids: pa.Array, config: PackConfig) -> pa.Table:

@@ -1,13 +1,16 @@
-"""Whole-file decompression that notices truncation.
+"""Streaming decompression that notices truncation and bounds every piece it hands out.
 
-fsspec's zstd codec returns an empty stream for a truncated .zst file, and gzip raises only at the end, after
-the lines already yielded; both would lose data silently. Here a file is decompressed in memory and a missing
-end-of-stream marker is reported, so the reader can quarantine the file's tail with a reason.
+fsspec's zstd codec returns an empty stream for a truncated .zst file (so does python-zstandard's
+``stream_reader``), and gzip raises only at the end, after the lines already yielded; both would lose data
+silently. Here the decompressors are driven by hand: a missing end-of-stream marker is reported, so the reader
+can quarantine the file's tail with a reason, and no call may inflate a small input into gigabytes.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import zstandard
 
@@ -27,40 +30,80 @@ def strip_compression(url: str) -> str:
     return url
 
 
-def decompress(raw: bytes, compression: str | None) -> tuple[bytes, str | None]:
-    """Return ``(data, problem)``; ``problem`` says why the stream ended early, else None."""
-    if compression is None:
-        return raw, None
-    if compression == "gzip":
-        return _gunzip(raw)
-    return _unzstd(raw)
+#: Compressed bytes handed to the zstd decompressor per call. zstd has no output bound per call, so a small input
+#: bounds it instead (a block of zeros expands ~32,000x: 4 KiB become at most ~128 MiB).
+ZSTD_INPUT_CHUNK = 4096
 
 
-def _gunzip(raw: bytes) -> tuple[bytes, str | None]:
-    out: list[bytes] = []
-    rest = raw
-    while rest:
-        inflater = zlib.decompressobj(wbits=47)  # gzip or zlib header, one member at a time
-        try:
-            out.append(inflater.decompress(rest))
-        except zlib.error as error:
-            return b"".join(out), f"corrupt gzip stream: {error}"
-        if not inflater.eof:
-            return b"".join(out), "gzip stream ends before its end marker (truncated file)"
-        rest = inflater.unused_data
-    return b"".join(out), None
+class StreamInflater:
+    """Decompress a file handle piece by piece, every piece at most ``chunk`` bytes, and say afterwards whether the
+    stream ended cleanly (``problem``). Multi-member gzip and multi-frame zstd files are read through."""
 
+    def __init__(self, handle: BinaryIO, compression: str, chunk: int) -> None:
+        self.handle, self.compression, self.chunk = handle, compression, chunk
+        self.problem: str | None = None
+        self.reason = "truncated_file"  # the quarantine reason that goes with ``problem``
+        self.consumed = 0  # compressed bytes read so far
+        self.produced = 0  # decompressed bytes yielded so far
+        self.limit: int | None = None  # decompressed bytes after which the stream is cut (a decompression bomb)
 
-def _unzstd(raw: bytes) -> tuple[bytes, str | None]:
-    out: list[bytes] = []
-    rest = raw
-    while rest:
-        inflater = zstandard.ZstdDecompressor().decompressobj()
-        try:
-            out.append(inflater.decompress(rest))
-        except zstandard.ZstdError as error:
-            return b"".join(out), f"corrupt zstd stream: {error}"
-        if not inflater.eof:
-            return b"".join(out), "zstd stream ends before its end marker (truncated file)"
-        rest = inflater.unused_data
-    return b"".join(out), None
+    def _read(self, n: int) -> bytes:
+        data = self.handle.read(n)
+        self.consumed += len(data)
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        pieces = self._gunzip() if self.compression == "gzip" else self._unzstd()
+        for piece in pieces:
+            if self.limit is not None and self.produced + len(piece) > self.limit:
+                self.problem = f"decompresses to more than {self.limit} bytes from {self.consumed}; cut there"
+                self.reason = "decompression_limit"
+                return
+            if piece:
+                self.produced += len(piece)
+                yield piece
+
+    def _gunzip(self) -> Iterator[bytes]:
+        inflater, pending, started = zlib.decompressobj(wbits=47), b"", False
+        while True:
+            if not pending:
+                pending = self._read(1 << 16)
+                if not pending:
+                    if started and not inflater.eof:
+                        self.problem = "gzip stream ends before its end marker (truncated file)"
+                    elif not started and self.consumed == 0:
+                        self.problem = "an empty file is not a gzip stream"
+                    return
+            if inflater.eof:  # the next member of a multi-member file
+                inflater, started = zlib.decompressobj(wbits=47), False
+            started = True
+            try:
+                yield inflater.decompress(pending, self.chunk)
+            except zlib.error as error:
+                self.problem = f"corrupt gzip stream: {error}"
+                return
+            pending = inflater.unconsumed_tail or inflater.unused_data
+
+    def _unzstd(self) -> Iterator[bytes]:
+        inflater, started = zstandard.ZstdDecompressor().decompressobj(), False
+        pending = b""
+        while True:
+            if not pending:
+                pending = self._read(ZSTD_INPUT_CHUNK)
+                if not pending:
+                    if started and not inflater.eof:
+                        self.problem = "zstd stream ends before its end marker (truncated file)"
+                    elif not started and self.consumed == 0:
+                        self.problem = "an empty file is not a zstd stream"
+                    return
+            if inflater.eof:
+                inflater, started = zstandard.ZstdDecompressor().decompressobj(), False
+            started = True
+            try:
+                out = inflater.decompress(pending)
+            except zstandard.ZstdError as error:
+                self.problem = f"corrupt zstd stream: {error}"
+                return
+            pending = inflater.unused_data if inflater.eof else b""
+            for start in range(0, len(out), self.chunk):
+                yield out[start : start + self.chunk]

@@ -7,6 +7,7 @@ import posixpath
 import stat
 import uuid
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -131,14 +132,13 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     fs.mv(tmp, path)
 
 
-def read_bytes(url: str, real: bool = False) -> bytes:
-    """The whole content of a file. A local file must be a regular file: it is opened without blocking and checked
+def open_input(url: str, real: bool = False) -> BinaryIO:
+    """A file opened for reading. A local file must be a regular file: it is opened without blocking and checked
     on the open descriptor (a FIFO swapped in after a check would block forever, a device never end). ``real``:
     the file is one of a job's own records (marker, manifest, index), so no symbolic link may lead to it."""
     fs, path = filesystem(url)
     if not is_local(fs):
-        with fs.open(path, "rb") as handle:
-            return handle.read()
+        return fs.open(path, "rb")
     if real:
         check_real_location(posixpath.dirname(path))
     flags = os.O_RDONLY | os.O_NONBLOCK | (os.O_NOFOLLOW if real else 0)
@@ -146,9 +146,15 @@ def read_bytes(url: str, real: bool = False) -> bytes:
         fd = os.open(path, flags)
     except OSError as error:
         raise StorageError(f"cannot read {url!r}: {error.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StorageError(f"cannot read {url!r}: not a regular file")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StorageError(f"cannot read {url!r}: not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(url: str, real: bool = False) -> bytes:
+    """The whole content of a file, opened as :func:`open_input` does."""
+    with open_input(url, real) as handle:
         return handle.read()
 
 

@@ -7,7 +7,6 @@ source, the line and the reason. ``RawBatch.n_input`` counts both, so the funnel
 from __future__ import annotations
 
 import hashlib
-import io
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,13 +14,11 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 
 from schemas.document import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 from schemas.spec import InputSpec
-from storage.decompress import compression_of, decompress, strip_compression
-from storage.fs import display_name, filesystem, local_refusal, read_bytes
+from storage.decompress import strip_compression
+from storage.fs import display_name
 
 RAW_PREVIEW = 512
 FORMAT_BY_SUFFIX = {
@@ -63,6 +60,8 @@ class RawBatch:
     documents: pa.Table
     quarantine: pa.Table
     n_input: int
+    #: Stored (on-disk) bytes of the input this batch accounts for: summed over a split's batches, its size.
+    consumed: int = 0
 
 
 def _as_string(value: object) -> str | None:
@@ -132,22 +131,24 @@ def _check_text(col: _Collector, text: object, line: int, cfg: InputSpec, raw: b
     return None
 
 
-def _split_lines(col: _Collector, data: bytes, problem: str | None) -> list[bytes]:
+def _split_lines(col: _Collector, data: bytes, problem: str | None, first_line: int, reason: str) -> list[bytes]:
     lines = data.split(b"\n")
     if problem is not None:
         # The bytes after the last newline belong to the record the truncation cut; it goes to quarantine
         # with the file's problem, together with whatever followed it.
         tail = lines.pop()
         col.n_input += 1
-        col.quarantine(len(lines) + 1, "truncated_file", problem, raw=tail)
+        col.quarantine(first_line + len(lines), reason, problem, raw=tail)
     elif lines and lines[-1] == b"":
         lines.pop()
     return lines
 
 
-def read_jsonl(source: str, data: bytes, problem: str | None, cfg: InputSpec, first_line: int = 1) -> RawBatch:
+def read_jsonl(
+    source: str, data: bytes, problem: str | None, cfg: InputSpec, first_line: int = 1, reason: str = "truncated_file"
+) -> RawBatch:
     col = _Collector(source, tuple(cfg.keep_fields))
-    for number, line in enumerate(_split_lines(col, data, problem), start=first_line):
+    for number, line in enumerate(_split_lines(col, data, problem, first_line, reason), start=first_line):
         col.n_input += 1
         if len(line) > cfg.max_doc_bytes:
             col.quarantine(number, "too_large", f"record of {len(line)} bytes > max_doc_bytes", raw=line)
@@ -176,11 +177,13 @@ def read_jsonl(source: str, data: bytes, problem: str | None, cfg: InputSpec, fi
     return col.batch()
 
 
-def read_text(source: str, data: bytes, problem: str | None, cfg: InputSpec) -> RawBatch:
-    col = _Collector(source)
+def read_text(
+    source: str, data: bytes, problem: str | None, cfg: InputSpec, reason: str = "truncated_file"
+) -> RawBatch:
+    col = _Collector(source, tuple(cfg.keep_fields))
     col.n_input = 1
     if problem is not None:
-        col.quarantine(1, "truncated_file", problem, raw=data)
+        col.quarantine(1, reason, problem, raw=data)
     elif len(data) > cfg.max_doc_bytes:
         col.quarantine(1, "too_large", f"file of {len(data)} bytes > max_doc_bytes", raw=data)
     else:
@@ -252,140 +255,21 @@ def _table_to_batch(source: str, table: pa.Table, cfg: InputSpec, col: _Collecto
     return RawBatch(pa.concat_tables([base.documents, docs], promote_options="default"), base.quarantine, base.n_input)
 
 
-def read_parquet_row_groups(source: str, groups: tuple[int, int], cfg: InputSpec, first_line: int) -> RawBatch:
-    """Row groups ``[first, last)`` of a Parquet file, read from the file itself (only their column chunks)."""
-    col = _Collector(source)
-    try:
-        fs, path = filesystem(source)
-        with fs.open(path, "rb") as handle:
-            table = pq.ParquetFile(handle).read_row_groups(list(range(*groups)))
-    except (pa.ArrowException, OSError) as error:
-        col.n_input = 1
-        col.quarantine(first_line, "unreadable_file", f"row groups {groups[0]}-{groups[1] - 1} unreadable: {error}")
-        return col.batch()
-    return _table_to_batch(source, table, cfg, col, first_line=first_line)
-
-
-READ_CHUNK = 1 << 20
-
-
-def read_line_range(source: str, start: int, end: int, max_tail: int) -> bytes:
-    """The records of an uncompressed line-based file that start in ``[start, end)``: a record belongs to the
-    range where its first byte lies, so consecutive ranges read every record exactly once. The last record is read
-    on past ``end`` for at most ``max_tail`` bytes: a longer one is cut there (the reader quarantines it as
-    ``too_large``), so memory stays bounded by the range, not by the longest line of the file."""
-    fs, path = filesystem(source)
-    with fs.open(path, "rb") as handle:
-        if start > 0:
-            handle.seek(start - 1)
-            head = handle.read(end - start + 1)
-            newline = head.find(b"\n")
-            if newline < 0 or start + newline >= end:  # no record starts in the range (a longer record spans it)
-                return b""
-            data = bytearray(head[newline + 1 :])
-        else:
-            data = bytearray(handle.read(end))
-        limit = len(data) + max_tail
-        while data and data[-1:] != b"\n" and len(data) < limit:  # finish the last record, past the range
-            more = handle.read(min(READ_CHUNK, limit - len(data)))
-            if not more:
-                break
-            cut = more.find(b"\n")
-            data += more if cut < 0 else more[: cut + 1]
-            if cut >= 0:
-                break
-    return bytes(data)
-
-
-def count_newlines(source: str, start: int, end: int) -> int:
-    """Newlines at byte positions ``[start - 1, end - 1)`` (``[0, end - 1)`` for the first range): summed over the
-    ranges before one, plus 2, they give the line number of its first record (see ``pipeline.planner``)."""
-    fs, path = filesystem(source)
-    lo, hi = max(start - 1, 0), end - 1
-    count = 0
-    with fs.open(path, "rb") as handle:
-        handle.seek(lo)
-        while lo < hi:
-            chunk = handle.read(min(READ_CHUNK * 8, hi - lo))
-            if not chunk:
-                break
-            count += chunk.count(b"\n")
-            lo += len(chunk)
-    return count
-
-
-def read_parquet(source: str, data: bytes, cfg: InputSpec) -> RawBatch:
-    col = _Collector(source)
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowException, OSError) as error:
-        col.n_input = 1
-        col.quarantine(0, "unreadable_file", f"not a readable Parquet file: {error}")
-        return col.batch()
-    return _table_to_batch(source, table, cfg, col, first_line=1)
-
-
-def read_csv(source: str, data: bytes, problem: str | None, cfg: InputSpec) -> RawBatch:
-    col = _Collector(source)
-    if problem is not None:
-        col.n_input += 1
-        col.quarantine(0, "truncated_file", problem)
-        data = data[: data.rfind(b"\n") + 1]
-
-    def invalid_row(row: pcsv.InvalidRow) -> str:
-        col.n_input += 1
-        line = row.number if row.number is not None else 0
-        detail = f"CSV row has {row.actual_columns} columns, expected {row.expected_columns}"
-        col.quarantine(line, "malformed_row", detail, raw=row.text.encode())
-        return "skip"
-
-    types = {cfg.text_field: pa.string(), cfg.id_field: pa.string()}
-    try:
-        table = pcsv.read_csv(
-            io.BytesIO(data),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid_row),
-            convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
-        )
-    except pa.ArrowException as error:
-        col.n_input += 1
-        col.quarantine(0, "unreadable_file", f"not a readable CSV file: {error}")
-        return col.batch()
-    return _table_to_batch(source, table, cfg, col, first_line=1)
-
-
-def _unreadable(source: str, detail: str, reason: str = "unreadable_file") -> RawBatch:
+def unreadable(
+    source: str, detail: str, reason: str = "unreadable_file", line: int = 0, consumed: int = 0
+) -> RawBatch:
+    """One quarantine record standing for a file (or the rest of one) that cannot be read."""
     col = _Collector(display_name(source))
     col.n_input = 1
-    col.quarantine(0, reason, detail)
-    return col.batch()
+    col.quarantine(line, reason, detail)
+    batch = col.batch()
+    batch.consumed = consumed
+    return batch
 
 
 def refused_files(sources: Iterable[str], reasons: Iterable[str]) -> RawBatch:
     """Quarantine records for input files the job will not open (special files, symlinks out of the roots)."""
-    return concat_batches(_unreadable(s, f"not read: {why}") for s, why in zip(sources, reasons, strict=True))
-
-
-def read_file(source: str, fmt: str, cfg: InputSpec, roots: tuple[str, ...] = ()) -> RawBatch:
-    """Read one input file; a file that cannot be opened becomes one quarantine record, not a crash."""
-    if "://" not in source:
-        why = local_refusal(source, roots)  # again on the worker: the file may have changed since planning
-        if why is not None:
-            return _unreadable(source, f"not read: {why}")
-    try:
-        raw = read_bytes(source)
-    except OSError as error:
-        return _unreadable(source, f"cannot read file: {error}")
-    if fmt == "parquet":
-        return read_parquet(source, raw, cfg)
-    compression = compression_of(source)
-    if compression is not None and not raw:
-        return _unreadable(source, f"an empty file is not a {compression} stream", "truncated_file")
-    data, problem = decompress(raw, compression)
-    if fmt == "jsonl":
-        return read_jsonl(source, data, problem, cfg)
-    if fmt == "csv":
-        return read_csv(source, data, problem, cfg)
-    return read_text(source, data, problem, cfg)
+    return concat_batches(unreadable(s, f"not read: {why}") for s, why in zip(sources, reasons, strict=True))
 
 
 def concat_batches(batches: Iterable[RawBatch]) -> RawBatch:
@@ -394,4 +278,5 @@ def concat_batches(batches: Iterable[RawBatch]) -> RawBatch:
         pa.concat_tables([b.documents for b in items]) if items else DOCUMENT_SCHEMA.empty_table(),
         pa.concat_tables([b.quarantine for b in items]) if items else QUARANTINE_SCHEMA.empty_table(),
         sum(b.n_input for b in items),
+        sum(b.consumed for b in items),
     )

@@ -1,0 +1,308 @@
+"""A split read as a sequence of bounded record batches: memory follows ``batch_bytes``, never the file's size.
+
+- Uncompressed JSONL: sub-ranges of the split's byte range, each cut at record boundaries (``read_line_range``).
+- Compressed JSONL: decompressed piece by piece (``StreamInflater``), lines cut as they arrive; a line longer than
+  ``max_doc_bytes`` is not kept whole (its head is enough to quarantine it as ``too_large``).
+- Parquet: ``iter_batches`` over the split's row groups, with a row count that makes about ``batch_bytes`` of text.
+- CSV: Arrow's streaming CSV reader (quoted newlines allowed), over the raw or the decompressed stream.
+- Text: one document per file, read up to ``max_doc_bytes``.
+
+Every batch says how many stored bytes it accounts for (``RawBatch.consumed``), which drives progress.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from schemas.spec import InputSpec
+from storage.decompress import StreamInflater, compression_of
+from storage.fs import StorageError, local_refusal, open_input
+from storage.readers import (
+    RawBatch,
+    _Collector,
+    _table_to_batch,
+    concat_batches,
+    read_jsonl,
+    read_text,
+    unreadable,
+)
+
+READ_CHUNK = 1 << 20
+#: A compressed stream that inflates beyond this ratio (and past ``BOMB_FLOOR`` bytes) is cut there and its rest
+#: quarantined: real text compresses 3-10x, JSON with repeated keys rarely beyond 50x.
+MAX_EXPANSION = 1000
+BOMB_FLOOR = 1 << 26
+
+
+def read_line_range(source: str, start: int, end: int, max_tail: int) -> bytes:
+    """The records of an uncompressed line-based file that start in ``[start, end)``: a record belongs to the
+    range where its first byte lies, so consecutive ranges read every record exactly once. The last record is read
+    on past ``end`` for at most ``max_tail`` bytes: a longer one is cut there (the reader quarantines it as
+    ``too_large``), so memory stays bounded by the range, not by the longest line of the file."""
+    with open_input(source) as handle:
+        if start > 0:
+            handle.seek(start - 1)
+            head = handle.read(end - start + 1)
+            newline = head.find(b"\n")
+            if newline < 0 or start + newline >= end:  # no record starts in the range (a longer record spans it)
+                return b""
+            data = bytearray(head[newline + 1 :])
+        else:
+            data = bytearray(handle.read(end))
+        limit = len(data) + max_tail
+        while data and data[-1:] != b"\n" and len(data) < limit:  # finish the last record, past the range
+            more = handle.read(min(READ_CHUNK, limit - len(data)))
+            if not more:
+                break
+            cut = more.find(b"\n")
+            data += more if cut < 0 else more[: cut + 1]
+            if cut >= 0:
+                break
+    return bytes(data)
+
+
+def count_newlines(source: str, start: int, end: int) -> int:
+    """Newlines at byte positions ``[start - 1, end - 1)`` (``[0, end - 1)`` for the first range): summed over the
+    ranges before one, plus 2, they give the line number of its first record (see ``pipeline.planner``)."""
+    lo, hi = max(start - 1, 0), end - 1
+    count = 0
+    with open_input(source) as handle:
+        handle.seek(lo)
+        while lo < hi:
+            chunk = handle.read(min(READ_CHUNK * 8, hi - lo))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            lo += len(chunk)
+    return count
+
+
+def iter_line_range(
+    source: str, start: int, end: int, first_line: int, cfg: InputSpec, batch_bytes: int
+) -> Iterator[RawBatch]:
+    """The JSONL records starting in ``[start, end)``, ``batch_bytes`` of the file at a time."""
+    line = first_line
+    for lo in range(start, end, batch_bytes):
+        hi = min(lo + batch_bytes, end)
+        batch = read_jsonl(source, read_line_range(source, lo, hi, cfg.max_doc_bytes + 1), None, cfg, line)
+        line += batch.n_input
+        batch.consumed = hi - lo
+        yield batch
+
+
+def _inflated(source: str, handle: BinaryIO, size: int) -> StreamInflater:
+    inflater = StreamInflater(handle, compression_of(source) or "", READ_CHUNK)
+    inflater.limit = max(BOMB_FLOOR, size * MAX_EXPANSION)
+    return inflater
+
+
+def iter_compressed_jsonl(source: str, size: int, cfg: InputSpec, batch_bytes: int) -> Iterator[RawBatch]:
+    """A compressed JSONL file, decompressed as a stream and parsed ``batch_bytes`` of text at a time."""
+    with open_input(source) as handle:
+        inflater = _inflated(source, handle, size)
+        buffer, pending, line, reported = bytearray(), bytearray(), 1, 0
+        oversized = False  # the current line passed max_doc_bytes: its head is kept, the rest skipped
+        for piece in inflater:
+            start = 0
+            while start < len(piece):
+                newline = piece.find(b"\n", start)
+                stop = len(piece) if newline < 0 else newline + 1
+                room = cfg.max_doc_bytes + 1 - len(pending)
+                if not oversized:
+                    pending += piece[start : min(stop, start + max(room, 0))]
+                    oversized = stop - start > room
+                if newline >= 0:
+                    if oversized and not pending.endswith(b"\n"):
+                        pending += b"\n"
+                    buffer += pending
+                    pending.clear()
+                    oversized = False
+                start = stop
+            if len(buffer) >= batch_bytes:
+                batch = read_jsonl(source, bytes(buffer), None, cfg, line)
+                buffer.clear()
+                line += batch.n_input
+                batch.consumed, reported = inflater.consumed - reported, inflater.consumed
+                yield batch
+        tail = bytes(buffer + pending)
+        if inflater.problem is None and pending:
+            tail += b"\n"  # the last record has no newline after it
+        batch = read_jsonl(source, tail, inflater.problem, cfg, line, inflater.reason)
+        batch.consumed = size - reported
+        yield batch
+
+
+class _HeldBackReader(io.RawIOBase):
+    """A decompressed stream as a file object for Arrow's CSV reader. Bytes after the last newline are held back
+    until the stream ends cleanly: a truncated file must not yield its cut last row as a record."""
+
+    def __init__(self, inflater: StreamInflater) -> None:
+        self.pieces = iter(inflater)
+        self.inflater = inflater
+        self.ready, self.held, self.dropped_tail = b"", b"", b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray) -> int:  # type: ignore[override]
+        while not self.ready:
+            piece = next(self.pieces, None)
+            if piece is None:
+                if self.inflater.problem is None:
+                    self.ready, self.held = self.held, b""
+                else:
+                    self.dropped_tail, self.held = self.held, b""
+                if not self.ready:
+                    return 0
+                break
+            data = self.held + piece
+            cut = data.rfind(b"\n") + 1
+            self.ready, self.held = data[:cut], data[cut:]
+        n = min(len(target), len(self.ready))
+        target[:n], self.ready = self.ready[:n], self.ready[n:]
+        return n
+
+
+def iter_csv(source: str, size: int, cfg: InputSpec, batch_bytes: int) -> Iterator[RawBatch]:
+    """A CSV file (plain or compressed) through Arrow's streaming reader, every column read as a string."""
+    col = _Collector(source)
+
+    def invalid_row(row: pcsv.InvalidRow) -> str:
+        col.n_input += 1
+        detail = f"CSV row has {row.actual_columns} columns, expected {row.expected_columns}"
+        col.quarantine(row.number if row.number is not None else 0, "malformed_row", detail, raw=row.text.encode())
+        return "skip"
+
+    def open_stream(handle: BinaryIO) -> tuple[BinaryIO, _HeldBackReader | None]:
+        if compression_of(source) is None:
+            return handle, None
+        reader = _HeldBackReader(_inflated(source, handle, size))
+        return io.BufferedReader(reader, READ_CHUNK), reader
+
+    parse = pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid_row)
+    read = pcsv.ReadOptions(block_size=max(batch_bytes, 1 << 16))
+    row, reported = 1, 0
+    try:
+        with open_input(source) as handle:  # the header alone, so that every column can be read as a string
+            names = pcsv.open_csv(open_stream(handle)[0], read_options=read, parse_options=parse).schema.names
+        col.bad.clear()
+        col.n_input = 0
+        convert = pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False)
+        with open_input(source) as handle:
+            stream, held = open_stream(handle)
+            reader = pcsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
+            for record_batch in reader:
+                batch = _table_to_batch(source, pa.Table.from_batches([record_batch]), cfg, col, row)
+                row += record_batch.num_rows
+                position = held.inflater.consumed if held else handle.tell()
+                batch.consumed, reported = max(position - reported, 0), max(position, reported)
+                col = _Collector(source)
+                yield batch
+    except (pa.ArrowException, OSError, StorageError) as error:
+        col.n_input += 1
+        col.quarantine(row, "unreadable_file", f"not a readable CSV file: {error}")
+        batch = col.batch()
+        batch.consumed = size - reported
+        yield batch
+        return
+    if held is not None and held.inflater.problem is not None:
+        col.n_input += 1
+        col.quarantine(row, held.inflater.reason, held.inflater.problem, raw=held.dropped_tail[:512])
+    batch = col.batch()
+    batch.consumed = size - reported
+    yield batch
+
+
+def iter_parquet(
+    source: str, groups: tuple[int, int] | None, first_line: int, size: int, cfg: InputSpec, batch_bytes: int
+) -> Iterator[RawBatch]:
+    """Row groups ``[first, last)`` (all when None) of a Parquet file, about ``batch_bytes`` of data per batch;
+    only the split's column chunks are read."""
+    line, done = first_line, 0
+    try:
+        with open_input(source) as handle:
+            parquet = pq.ParquetFile(handle)
+            meta = parquet.metadata
+            chosen = list(range(*(groups or (0, meta.num_row_groups))))
+            rows = sum(meta.row_group(g).num_rows for g in chosen)
+            data = sum(meta.row_group(g).total_byte_size for g in chosen)
+            per_batch = max(1, min(rows, batch_bytes * rows // max(data, 1)) if rows else 1)
+            for record_batch in parquet.iter_batches(batch_size=per_batch, row_groups=chosen, use_threads=False):
+                table = pa.Table.from_batches([record_batch])
+                batch = _table_to_batch(source, table, cfg, _Collector(source), line)
+                line += table.num_rows
+                share = size * (line - first_line) // max(rows, 1)
+                batch.consumed, done = share - done, share
+                yield batch
+    except (pa.ArrowException, OSError, StorageError) as error:
+        where = f"row groups {groups[0]}-{groups[1] - 1}" if groups else "file"
+        batch = unreadable(source, f"{where} unreadable from row {line}: {error}", line=line)
+        batch.consumed = size - done
+        yield batch
+        return
+    if done < size:  # no rows: the file's bytes still count as read
+        empty = concat_batches([])
+        empty.consumed = size - done
+        yield empty
+
+
+def iter_text(source: str, size: int, cfg: InputSpec) -> Iterator[RawBatch]:
+    """One document per file, read up to ``max_doc_bytes + 1`` bytes (more is quarantined as ``too_large``)."""
+    with open_input(source) as handle:
+        if compression_of(source) is None:
+            data, inflater = handle.read(cfg.max_doc_bytes + 1), None
+        else:
+            inflater, data = _inflated(source, handle, size), bytearray()
+            for piece in inflater:
+                data += piece
+                if len(data) > cfg.max_doc_bytes:
+                    break
+            data = bytes(data)
+    complete = inflater is None or len(data) > cfg.max_doc_bytes
+    problem = None if complete else inflater.problem
+    batch = read_text(source, data, problem, cfg, inflater.reason if inflater else "truncated_file")
+    batch.consumed = size
+    yield batch
+
+
+def iter_file(source: str, fmt: str, size: int, cfg: InputSpec, batch_bytes: int, roots: tuple[str, ...]):
+    """One whole input file as batches; a file that cannot be opened becomes one quarantine record."""
+    if "://" not in source:
+        why = local_refusal(source, roots)  # again on the worker: the file may have changed since planning
+        if why is not None:
+            yield unreadable(source, f"not read: {why}", consumed=size)
+            return
+    try:
+        if fmt == "parquet":
+            yield from iter_parquet(source, None, 1, size, cfg, batch_bytes)
+        elif fmt == "csv":
+            yield from iter_csv(source, size, cfg, batch_bytes)
+        elif fmt == "text":
+            yield from iter_text(source, size, cfg)
+        elif compression_of(source) is None:
+            yield from iter_line_range(source, 0, size, 1, cfg, batch_bytes)
+        else:
+            yield from iter_compressed_jsonl(source, size, cfg, batch_bytes)
+    except StorageError as error:
+        yield unreadable(source, f"cannot read file: {error}", consumed=size)
+
+
+def coalesce(batches: Iterable[RawBatch], batch_bytes: int) -> Iterator[RawBatch]:
+    """Consecutive small batches (small files) joined up to ``batch_bytes`` of text, so stages see few big
+    batches; a big batch passes through as it is."""
+    held: list[RawBatch] = []
+    text = 0
+    for batch in batches:
+        held.append(batch)
+        text += batch.documents.column("text").nbytes
+        if text >= batch_bytes:
+            yield concat_batches(held)
+            held, text = [], 0
+    if held:
+        yield concat_batches(held)
