@@ -161,12 +161,14 @@ class Packer:
     def __init__(self, config: PackConfig) -> None:
         self.config = config
         self.open: _Open | None = None
+        self.with_mask = False  # SFT: once a batch has a loss mask, every output carries one
 
     def add(self, table: pa.Table, final: bool = False) -> pa.Table:
         """The sequences closed after adding ``table`` (all of them when ``final``), in a deterministic order."""
         config = self.config
         table = _expand_copies(table)
-        with_mask = LOSS_MASK in table.column_names or (self.open is not None and self.open.mask is not None)
+        self.with_mask = self.with_mask or LOSS_MASK in table.column_names
+        with_mask = self.with_mask
         stream, doc_offsets = document_stream(table, config)
         mask_stream = _mask_stream(table, config) if with_mask else None
         doc_ids = table.column("id").combine_chunks() if table.num_rows else pa.array([], pa.string())
@@ -250,7 +252,8 @@ def _assemble_closed(
 ) -> pa.Table:
     seqs = np.flatnonzero(closed)
     if not len(seqs):
-        return SEQUENCE_SCHEMA.empty_table()
+        empty = SEQUENCE_SCHEMA.empty_table()
+        return empty if mask is None else empty.append_column(LOSS_MASK, pa.array([], pa.list_(pa.int8())))
     inside, number = _select(pieces, seqs)
     chosen = Pieces(pieces.src[inside], pieces.length[inside], pieces.doc[inside], number[pieces.seq[inside]],
                     pieces.offset[inside], len(seqs))  # fmt: skip
