@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from typing import Any
 
 from api.store import JobStore
 from pipeline.runner import JobConflictError, JobHooks, run_workflow
@@ -42,8 +43,8 @@ class JobRunner:
             return
         store.log(job_id, f"started {spec.name}: {len(spec.stages)} stages, output {spec.output.url}")
 
-        def progress(done: dict[str, int], total: int) -> None:
-            store.update(job_id, progress={"total": total, "steps": done})
+        def progress(snapshot: dict[str, Any]) -> None:
+            store.update(job_id, progress=snapshot)
 
         hooks = JobHooks(on_progress=progress, cancelled=self._cancel[job_id].is_set, roots=self.roots)
         try:

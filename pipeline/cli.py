@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_args(run)
     run.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786")
     run.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--worker-memory",
+        help="memory budget per local worker, e.g. 4GiB (default: the machine's memory shared out); a worker that "
+        "passes it is restarted and the job stops with a message naming the partition",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bars or progress log lines")
     report = commands.add_parser("report", help="write an HTML report (funnel, histograms, mix) of a job's output")
     report.add_argument("output", help="the job's output directory")
     report.add_argument("--to", help="where to write the HTML (default: OUTPUT/report.html)")
@@ -137,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.runner import JobConflictError, run_workflow
 
     try:
-        result = run_workflow(spec, args.scheduler, args.workers, show_progress=not args.no_progress)
+        result = run_workflow(
+            spec, args.scheduler, args.workers, show_progress=not args.no_progress, worker_memory=args.worker_memory
+        )
     except (StorageError, UnknownFormatError, JobConflictError, DedupIndexError, MixSelectorError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         return 2

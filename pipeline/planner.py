@@ -4,7 +4,8 @@
 - Uncompressed JSONL: byte ranges of the target size; a record belongs to the range where its first byte lies
   (``storage.readers.read_line_range``), and line numbers come from a count of newlines per range
   (:func:`number_lines`, one small task per range, run before the partitions).
-- Compressed files, CSV (quoted fields may hold newlines) and text files (one document each): a file is not cut.
+- Compressed files, CSV (quoted fields may hold newlines) and text files (one document each): a file is not cut;
+  its task streams it in batches (``pipeline.segments``), so its size costs time on one core, not memory.
 - Small files are coalesced, in sorted order and one format at a time, until the target or ``max_files`` is reached.
 
 The plan is a pure function of the listing and the spec, so the same input and ``partition_bytes`` give the same
@@ -24,8 +25,9 @@ from pipeline.partition import REFUSED, PartitionPlan
 from pipeline.waiting import gather_cancellable
 from schemas.spec import WorkflowSpec
 from storage.decompress import compression_of
-from storage.fs import filesystem, list_inputs
-from storage.readers import count_newlines, detect_format
+from storage.fs import list_inputs, open_input
+from storage.readers import detect_format
+from storage.streams import count_newlines
 
 #: Assumed text bytes per stored byte of a compressed file (gzip/zstd/Parquet of prose are 3-5x), used only to
 #: decide how many small files share a partition.
@@ -37,25 +39,28 @@ def _text_bytes(source: str, fmt: str, size: int) -> int:
     return size * COMPRESSED_TEXT_RATIO if compressed else size
 
 
-def parquet_row_group_runs(source: str, target: int) -> list[tuple[tuple[int, int], int]] | None:
-    """``((first, last), first_line)`` per run of row groups of about ``target`` uncompressed bytes; None when the
-    footer cannot be read (the file is then one partition, whose reader quarantines it)."""
+def parquet_row_group_runs(source: str, target: int, stored: int) -> list[tuple[tuple[int, int], int, int]] | None:
+    """``((first, last), first_line, stored_share)`` per run of row groups of about ``target`` uncompressed bytes
+    (``stored_share``: the run's part of the file's ``stored`` bytes, for progress); None when the footer cannot be
+    read (the file is then one partition, whose reader quarantines it)."""
     try:
-        fs, path = filesystem(source)
-        with fs.open(path, "rb") as handle:
+        with open_input(source) as handle:
             meta = pq.read_metadata(handle)
     except (pa.ArrowException, OSError):
         return None
-    runs, first, size, line, first_line = [], 0, 0, 1, 1
+    total = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)) or 1
+    runs, first, size, line, first_line, done = [], 0, 0, 1, 1, 0
     for group in range(meta.num_row_groups):
         info = meta.row_group(group)
         size += info.total_byte_size
         line += info.num_rows
-        if size >= target:
-            runs.append(((first, group + 1), first_line))
-            first, size, first_line = group + 1, 0, line
-    if first < meta.num_row_groups or not runs:
-        runs.append(((first, meta.num_row_groups), first_line))
+        if size >= target or group == meta.num_row_groups - 1:
+            through = stored * sum(meta.row_group(g).total_byte_size for g in range(group + 1)) // total
+            runs.append(((first, group + 1), first_line, through - done))
+            first, size, first_line, done = group + 1, 0, line, through
+    if not runs:
+        runs.append(((0, 0), 1, stored))
+    runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + stored - done)
     return runs
 
 
@@ -75,21 +80,22 @@ def plan_partitions(spec: WorkflowSpec, roots: tuple[str, ...] = ()) -> list[Par
     def flush() -> None:
         nonlocal group, group_bytes
         if group:
-            add(tuple(group), group_format)
+            add(tuple(group), group_format, sizes=tuple(listing.sizes[s] for s in group))
         group, group_bytes = [], 0
 
     for source in listing.files:
         fmt = detect_format(source, spec.input.format)
         size = listing.sizes[source]
-        runs = parquet_row_group_runs(source, target) if fmt == "parquet" and size * 2 > target else None
+        runs = parquet_row_group_runs(source, target, size) if fmt == "parquet" and size * 2 > target else None
         if runs is not None and len(runs) > 1:
             flush()
-            for groups, first_line in runs:
-                add((source,), fmt, row_groups=groups, first_line=first_line)
+            for groups, first_line, stored in runs:
+                add((source,), fmt, row_groups=groups, first_line=first_line, sizes=(stored,))
         elif fmt == "jsonl" and compression_of(source) is None and size > target:
             flush()
             for start in range(0, size, target):
-                add((source,), fmt, byte_range=(start, min(start + target, size)))
+                end = min(start + target, size)
+                add((source,), fmt, byte_range=(start, end), sizes=(end - start,))
         else:
             text = _text_bytes(source, fmt, size)
             if group and (fmt != group_format or group_bytes + text > target or len(group) >= max_files):

@@ -1,7 +1,9 @@
-"""Run a workflow spec on Dask: plan partitions, submit one task per partition and step, commit the job.
+"""Run a workflow spec on Dask: plan the splits, run each segment on every split with the global steps
+between them, commit the job.
 
 A ``LocalCluster`` of processes (one per core) is the default; ``scheduler`` points the same graph at a running
-cluster. Finished partitions leave a completion marker, so rerunning an interrupted job skips them.
+cluster. Finished splits leave a completion marker (and each segment its state), so rerunning an interrupted job
+skips what is done.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
-from distributed import Client, LocalCluster, get_worker
-from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+import dask
+from dask.utils import format_bytes
+from distributed import Client, KilledWorker, LocalCluster, get_worker
 
 from pipeline.dedup import compute_decisions, load_decisions
-from pipeline.partition import PartitionPlan, process_partition
+from pipeline.partition import PartitionPlan
 from pipeline.planner import number_lines, plan_partitions
+from pipeline.progress import JobProgress
+from pipeline.segments import Segment, run_segment, segment_done, segments_of
 from pipeline.waiting import as_finished
 from schemas.manifest import Funnel, Manifest, PartitionReport, mix_shares
 from schemas.spec import WorkflowSpec
@@ -64,24 +68,53 @@ def resolved_output(spec: WorkflowSpec, confined: bool = False) -> WorkflowSpec:
     return spec.model_copy(update={"output": spec.output.model_copy(update={"url": url})})
 
 
+class WorkerDiedError(RuntimeError):
+    """A worker died while running a task (in practice: it ran out of memory); the job stops at once."""
+
+
 @contextmanager
-def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
+def dask_client(scheduler: str | None, workers: int | None, worker_memory: str | None = None) -> Iterator[Client]:
+    """A client of ``scheduler``, or of a local cluster of ``workers`` processes with ``worker_memory`` each
+    (Dask's "auto": the machine's memory shared out). A task whose worker dies is not retried on the local
+    cluster: with bounded batches a death means the budget is too small, and a retry would die the same way."""
     if scheduler:
         with Client(scheduler, timeout="30s") as client:
             yield client
         return
     n = workers or os.cpu_count() or 1
     with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
         LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            memory_limit=worker_memory or "auto",
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
     ):
         yield client
+
+
+def _describe(plan: PartitionPlan) -> str:
+    if plan.byte_range is not None:
+        return f"{plan.sources[0]} bytes {plan.byte_range[0]}-{plan.byte_range[1]}"
+    if plan.row_groups is not None:
+        return f"{plan.sources[0]} row groups {plan.row_groups[0]}-{plan.row_groups[1] - 1}"
+    if len(plan.sources) == 1:
+        return f"{plan.sources[0]} (whole file)"
+    return f"{len(plan.sources)} files from {plan.sources[0]} to {plan.sources[-1]}"
+
+
+def _worker_died(client: Client, spec: WorkflowSpec, plan: PartitionPlan) -> WorkerDiedError:
+    limits = {w.get("memory_limit") for w in client.scheduler_info().get("workers", {}).values()}
+    budget = ", ".join(sorted(format_bytes(x) for x in limits if x)) or "unknown"
+    return WorkerDiedError(
+        f"{plan.name} ({_describe(plan)}) was running on a worker that died, most likely out of memory "
+        f"(memory budget per worker: {budget}). Lower input.batch_bytes (now {format_bytes(spec.input.batch_bytes)}) "
+        "or give each worker more memory (refinery run --worker-memory, fewer --workers)."
+    )
 
 
 def _claim_output(spec: WorkflowSpec, n_partitions: int) -> None:
@@ -104,21 +137,11 @@ def _claim_output(spec: WorkflowSpec, n_partitions: int) -> None:
     write_bytes_atomic(job_url, json.dumps(record, indent=1).encode())
 
 
-def _finished(spec: WorkflowSpec, plan: PartitionPlan) -> PartitionReport | None:
-    marker = join(spec.output.url, "_markers", f"{plan.name}.json")
-    if not exists(marker):
-        return None
-    try:  # read_bytes(real=True): no link at the marker or on its way
-        return PartitionReport.model_validate_json(read_bytes(marker, real=True))
-    except ValidationError:  # a damaged marker: the partition is done again (its content is never echoed)
-        return None
-
-
 @dataclass
 class JobHooks:
-    """How a caller (the service) watches and steers a job: per-step progress and cancellation."""
+    """How a caller (the service) watches and steers a job: progress and cancellation."""
 
-    on_progress: Callable[[dict[str, int], int], None] | None = None
+    on_progress: Callable[[dict[str, Any]], None] | None = None
     cancelled: Callable[[], bool] | None = None
     #: Local data roots of a service job: no input is opened whose real location lies outside them.
     roots: tuple[str, ...] = ()
@@ -130,91 +153,90 @@ def run_workflow(
     workers: int | None = None,
     show_progress: bool = True,
     hooks: JobHooks | None = None,
+    worker_memory: str | None = None,
 ) -> JobResult:
+    """Plan the splits, run each segment on every split (a barrier between segments), commit the job."""
     hooks = hooks or JobHooks()
     spec = resolved_output(spec, confined=bool(hooks.roots))
     plans = plan_partitions(spec, hooks.roots)
     _claim_output(spec, len(plans))
-    reports: dict[int, PartitionReport] = {}
-    pending: list[PartitionPlan] = []
-    for plan in plans:
-        done = _finished(spec, plan)
-        if done is None:
-            pending.append(plan)
-        else:
-            reports[plan.index] = done
-    skipped = len(reports)
-    if pending:
-        with dask_client(scheduler, workers) as client:
+    segments = segments_of(spec)
+    terminal = segments[-1]
+    finished = {p.index for p in plans if segment_done(spec, terminal, p)}
+    if len(finished) < len(plans):
+        steps = ["read", *(s.stage for s in spec.stages), "write"]
+        total = sum(sum(p.sizes) for p in plans)
+        with (
+            dask_client(scheduler, workers, worker_memory) as client,
+            JobProgress(spec.name, steps, total, show_progress, hooks.on_progress) as progress,
+        ):
+            for plan in plans:  # resumed splits count as done
+                if plan.index in finished:
+                    for step in steps:
+                        progress.advance(step, sum(plan.sizes))
             plans = number_lines(client, spec, plans, hooks.cancelled)
-            pending = [plans[p.index] for p in pending]
-            if spec.exact_dedup or spec.minhash_dedup:
-                with Console(stderr=True).status("global dedup step: keys, shuffles, clusters", spinner="dots"):
-                    compute_decisions(client, spec, plans, hooks.cancelled)
-            reports.update(_run_partitions(client, spec, pending, show_progress, hooks))
-    ordered = [reports[p.index] for p in plans]
-    manifest = commit_job(spec, ordered)
-    return JobResult(spec.output.url, manifest, skipped)
+            for segment in segments:
+                if segment.barrier:
+                    if len(finished) == len(plans):
+                        break
+                    compute_decisions(client, spec, segment, plans, hooks.cancelled, progress.set_phase)
+                pending = [p for p in plans if p.index not in finished and not segment_done(spec, segment, p)]
+                _run_segment(client, spec, segment, pending, progress, hooks)
+    reports = [_report(spec, p) for p in plans]
+    manifest = commit_job(spec, reports)
+    return JobResult(spec.output.url, manifest, len(finished))
+
+
+def _report(spec: WorkflowSpec, plan: PartitionPlan) -> PartitionReport:
+    marker = join(spec.output.url, "_markers", f"{plan.name}.json")
+    return PartitionReport.model_validate_json(read_bytes(marker, real=True))
 
 
 PROGRESS_TOPIC = "refinery-progress"
 
 
-def report_step(step: str, partition: int) -> None:
-    """Runs on a worker: tell the client that ``step`` of ``partition`` is done (Dask's event topics)."""
-    get_worker().log_event(PROGRESS_TOPIC, {"step": step, "partition": partition})
+def report_batch(step: str, partition: int, nbytes: int) -> None:
+    """Runs on a worker: tell the client that ``step`` finished a batch of ``nbytes`` stored input bytes."""
+    get_worker().log_event(PROGRESS_TOPIC, {"step": step, "partition": partition, "bytes": nbytes})
 
 
-def _run_partitions(
-    client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], show_progress: bool, hooks: JobHooks
-) -> dict[int, PartitionReport]:
-    """One coarse task per partition; per-stage progress arrives as worker events while tasks run."""
-    fingerprint = spec.task_prefix()
-    steps = ["read", *(s.stage for s in spec.stages), "write"]
-    reports: dict[int, PartitionReport] = {}
-    columns = [TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, disable=not show_progress) as progress:
-        bars = {step: progress.add_task(step, total=len(plans)) for step in steps}
-        seen: set[tuple[str, int]] = set()  # a task rerun after a worker died reports its steps again
+def _run_segment(
+    client: Client,
+    spec: WorkflowSpec,
+    segment: Segment,
+    plans: list[PartitionPlan],
+    progress: JobProgress,
+    hooks: JobHooks,
+) -> None:
+    """One coarse task per split; progress arrives as worker events while the tasks run."""
+    if not plans:
+        return
+    prefix = spec.task_prefix()
+    by_key: dict[str, PartitionPlan] = {}
 
-        done: dict[str, int] = dict.fromkeys(steps, 0)
+    def on_event(event: tuple[float, dict]) -> None:
+        message = event[1]
+        progress.advance(message["step"], int(message.get("bytes", 0)))
 
-        def advance(step: str) -> None:
-            progress.advance(bars[step])
-            done[step] += 1
-            if hooks.on_progress:
-                hooks.on_progress(dict(done), len(plans))
-
-        def on_event(event: tuple[float, dict]) -> None:
-            message = event[1]
-            key = (message["step"], message["partition"])
-            if key not in seen and message["step"] in bars:
-                seen.add(key)
-                advance(message["step"])
-
-        client.subscribe_topic(PROGRESS_TOPIC, on_event)
-        try:
-            decisions = partial(load_decisions, spec) if spec.exact_dedup or spec.minhash_dedup else None
-            futures = [
-                client.submit(
-                    process_partition, plan, spec, report_step, decisions, key=f"partition-{fingerprint}-{plan.index}"
-                )
-                for plan in plans
-            ]
-            for future in as_finished(client, futures, hooks.cancelled, spec.name):
-                if future.status == "error":
-                    error = future.exception()
-                    error.add_note(f"(raised by Dask task {future.key})")
-                    raise error
-                report = future.result()
-                reports[report.partition] = report
-                for step in steps:  # events may trail the result; the bars end complete either way
-                    if (step, report.partition) not in seen:
-                        seen.add((step, report.partition))
-                        advance(step)
-        finally:
-            client.unsubscribe_topic(PROGRESS_TOPIC)
-    return reports
+    client.subscribe_topic(PROGRESS_TOPIC, on_event)
+    try:
+        decisions = partial(load_decisions, spec, segment.index) if segment.barrier else None
+        futures = []
+        for plan in plans:
+            key = f"segment-{prefix}-{segment.index}-{plan.index}"
+            by_key[key] = plan
+            futures.append(
+                client.submit(run_segment, plan, spec, segment.index, decisions, report_batch, key=key, retries=0)
+            )
+        for future in as_finished(client, futures, hooks.cancelled, spec.name):
+            if future.status == "error":
+                error = future.exception()
+                if isinstance(error, KilledWorker):
+                    raise _worker_died(client, spec, by_key[future.key]) from None
+                error.add_note(f"(raised by Dask task {future.key}: {_describe(by_key[future.key])})")
+                raise error
+    finally:
+        client.unsubscribe_topic(PROGRESS_TOPIC)
 
 
 def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
@@ -235,7 +257,7 @@ def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
     )
     # A task killed mid-write (a lost worker) leaves its temporary file; the rerun committed the real one.
     remove_temporaries(spec.output.url)
-    remove_tree(join(spec.output.url, "_work"))  # the partitions' states before the global step
+    remove_tree(join(spec.output.url, "_work"))  # the segments' per-batch parts and states
     if spec.exact_dedup or spec.minhash_dedup:
         write_cluster_table(spec.output.url, [r.partition for r in reports])
     write_manifest(spec.output.url, manifest)

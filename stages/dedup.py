@@ -139,10 +139,11 @@ def decide(edges: pd.DataFrame, sigs: list[pd.DataFrame], threshold: float) -> p
     return members.assign(similarity=similarity)
 
 
-def apply_decisions(table: pa.Table, decisions: pa.Table, partition: int, stage: str) -> pa.Table:
-    """Mark this partition's duplicates for dropping and add the dedup columns ``dup_cluster``,
-    ``dup_similarity`` to every row (null when the document is in no cluster)."""
-    order = pa.array(order_keys(partition, table.num_rows))
+def apply_decisions(table: pa.Table, decisions: pa.Table, partition: int, stage: str, start: int = 0) -> pa.Table:
+    """Mark this partition's duplicates for dropping and add the dedup columns ``<stage>_cluster``,
+    ``<stage>_similarity`` to every row (null when the document is in no cluster). ``start``: the batch's first
+    row within the partition's documents, in the order their keys were written."""
+    order = pa.array(order_keys(partition, table.num_rows) + start)
     position = pc.index_in(order, value_set=decisions.column("order"))
     reason = pc.take(decisions.column("reason"), position)
     table = table.append_column(f"{stage}_cluster", pc.take(decisions.column("cluster"), position))

@@ -166,12 +166,15 @@ class Packer:
     def add(self, table: pa.Table, final: bool = False) -> pa.Table:
         """The sequences closed after adding ``table`` (all of them when ``final``), in a deterministic order."""
         config = self.config
-        table = _expand_copies(table)
-        self.with_mask = self.with_mask or LOSS_MASK in table.column_names
+        if table.num_rows:
+            table = _expand_copies(table)
+            self.with_mask = self.with_mask or LOSS_MASK in table.column_names
+            stream, doc_offsets = document_stream(table, config)
+            doc_ids = table.column("id").combine_chunks()
+        else:  # nothing new (the final call may bring no table of tokens at all)
+            stream, doc_offsets, doc_ids = np.zeros(0, np.int32), np.zeros(1, np.int64), pa.array([], pa.string())
         with_mask = self.with_mask
-        stream, doc_offsets = document_stream(table, config)
-        mask_stream = _mask_stream(table, config) if with_mask else None
-        doc_ids = table.column("id").combine_chunks() if table.num_rows else pa.array([], pa.string())
+        mask_stream = _mask_stream(table, config) if with_mask and table.num_rows else None
         carried = self.open
         if carried is None:
             carried = _Open(np.zeros(0, np.int32), None, _no_pieces(), pa.array([], pa.string()), [])
@@ -278,6 +281,11 @@ def _mask_stream(table: pa.Table, config: PackConfig) -> np.ndarray:
 def pack(table: pa.Table, config: PackConfig) -> pa.Table:
     """Packed sequences (SEQUENCE_SCHEMA) from a tokenized document batch, in a deterministic order."""
     return Packer(config).add(table, final=True)
+
+
+def finish(packer: Packer) -> pa.Table:
+    """The sequences still open at the end of a split."""
+    return packer.add(pa.table({}), final=True)
 
 
 def assemble(stream: np.ndarray, pieces: Pieces, doc_ids: pa.Array, config: PackConfig) -> pa.Table:

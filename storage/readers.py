@@ -255,9 +255,7 @@ def _table_to_batch(source: str, table: pa.Table, cfg: InputSpec, col: _Collecto
     return RawBatch(pa.concat_tables([base.documents, docs], promote_options="default"), base.quarantine, base.n_input)
 
 
-def unreadable(
-    source: str, detail: str, reason: str = "unreadable_file", line: int = 0, consumed: int = 0
-) -> RawBatch:
+def unreadable(source: str, detail: str, reason: str = "unreadable_file", line: int = 0, consumed: int = 0) -> RawBatch:
     """One quarantine record standing for a file (or the rest of one) that cannot be read."""
     col = _Collector(display_name(source))
     col.n_input = 1

@@ -61,3 +61,34 @@ def write_shard(shards_url: str, name: str, partition: int, table: pa.Table, for
         documents=len(documents.unique()),
         files=dict(sorted(digests.items())),  # sorted, as the JSON completion marker stores them
     )
+
+
+class ShardWriter:
+    """Shards of one split, written as packed sequences arrive: a shard is cut every ``max_sequences``
+    sequences, so memory holds at most one shard, whatever the split's size."""
+
+    def __init__(self, shards_url: str, prefix: str, partition: int, formats: list[str], max_sequences: int) -> None:
+        self.shards_url, self.prefix, self.partition = shards_url, prefix, partition
+        self.formats, self.max_sequences = formats, max_sequences
+        self.held: list[pa.Table] = []
+        self.n_held = 0
+        self.entries: list[ShardEntry] = []
+
+    def add(self, sequences: pa.Table) -> None:
+        if sequences.num_rows:
+            self.held.append(sequences)
+            self.n_held += sequences.num_rows
+        while self.n_held >= self.max_sequences:
+            self._write(self.max_sequences)
+
+    def close(self) -> list[ShardEntry]:
+        if self.n_held:
+            self._write(self.n_held)
+        return self.entries
+
+    def _write(self, n: int) -> None:
+        table = pa.concat_tables(self.held)
+        name = f"{self.prefix}-{len(self.entries):04d}"
+        self.entries.append(write_shard(self.shards_url, name, self.partition, table.slice(0, n), self.formats))
+        rest = table.slice(n)
+        self.held, self.n_held = ([rest] if rest.num_rows else []), rest.num_rows

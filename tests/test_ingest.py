@@ -12,16 +12,24 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.partition import PartitionPlan, read_partition, run_stage, write_partition
+from pipeline.partition import PartitionPlan
 from pipeline.planner import plan_partitions
 from pipeline.runner import run_workflow
+from pipeline.segments import run_segment
 from schemas.document import DOCUMENT_SCHEMA
 from schemas.manifest import Funnel
 from schemas.spec import InputSpec
 from schemas.stages import PackConfig, TokenizeConfig
-from storage.readers import read_file
+from storage.readers import RawBatch, concat_batches
+from storage.streams import iter_file
 
 from .conftest import make_spec
+
+
+def read_file(source: str, fmt: str, cfg: InputSpec) -> RawBatch:
+    """A whole file through the streaming readers, as one batch."""
+    return concat_batches(iter_file(source, fmt, Path(source).stat().st_size, cfg, cfg.batch_bytes, ()))
+
 
 GOOD = [{"id": "a", "text": "first document"}, {"text": "second, without id"}]
 
@@ -111,10 +119,9 @@ def test_bad_input_is_quarantined_and_funnel_balances(tmp_path: Path, reason: st
     data, suffix, line, field = BAD_INPUTS[reason]
     source = tmp_path / f"bad.{suffix}"
     source.write_bytes(data)
-    state = read_partition(PartitionPlan(0, (str(source),), "jsonl"), InputSpec(url="x"))
-    state = run_stage(state, TokenizeConfig())
-    state = run_stage(state, PackConfig(seq_len=64))
-    report = write_partition(state, make_spec("x", str(tmp_path / "out")).output)
+    spec = make_spec(str(source), str(tmp_path / "out"), stages=[TokenizeConfig(), PackConfig(seq_len=64)])
+    plan = PartitionPlan(0, (str(source),), "jsonl", sizes=(source.stat().st_size,))
+    report = run_segment(plan, spec, 0)
     quarantine = pq.read_table(tmp_path / "out" / "quarantine" / "part-00000.parquet").to_pylist()
     assert [q["reason"] for q in quarantine] == [reason]
     record = quarantine[0]

@@ -116,7 +116,7 @@ def test_dedup_verdicts_do_not_depend_on_the_partition_size(tmp_path: Path, part
 
 
 def test_the_stages_before_the_global_step_run_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.partition as partition
+    import pipeline.segments as segments
     from pipeline.dedup import DECISIONS_SCHEMA
 
     source = tmp_path / "in" / "a.jsonl"
@@ -125,19 +125,23 @@ def test_the_stages_before_the_global_step_run_once(tmp_path: Path, monkeypatch:
     stages = [{"stage": "language"}, {"stage": "quality", "drop": False}, {"stage": "exact_dedup"},
               {"stage": "tokenize"}, {"stage": "pack"}]  # fmt: skip
     spec = make_spec(str(source), str(tmp_path / "out"), stages=stages,
-                     input={"url": str(source), "partition_bytes": 2**30})  # fmt: skip
+                     input={"url": str(source), "partition_bytes": 2**30, "batch_bytes": 2048})  # fmt: skip
     ran: list[str] = []
-    real_run_stage = partition.run_stage
+    real = segments.stage_function
 
-    def counting(state: partition.PartitionState, config: object) -> partition.PartitionState:
-        ran.append(config.stage)  # type: ignore[attr-defined]
-        return real_run_stage(state, config)
+    def counting(name: str):
+        ran.append(name)
+        return real(name)
 
-    monkeypatch.setattr(partition, "run_stage", counting)
+    monkeypatch.setattr(segments, "stage_function", counting)
     plan = plan_partitions(spec)[0]
-    partition.before_dedup(plan, spec)  # what the dedup keys task does
-    report = partition.process_partition(plan, spec, decisions=lambda _: DECISIONS_SCHEMA.empty_table())
-    assert ran == ["language", "quality", "tokenize", "pack"]
+    state = segments.run_segment(plan, spec, 0)  # writes the kept documents and the dedup keys
+    batches = len(state.batches)
+    assert batches > 3, "several batches in one partition"
+    assert ran == ["language", "quality"] * batches
+    ran.clear()
+    report = segments.run_segment(plan, spec, 1, decisions=lambda _: DECISIONS_SCHEMA.empty_table())
+    assert ran == ["tokenize"] * batches
     assert report.input == 50 and report.kept + sum(report.dropped.values()) == 50
 
 
@@ -161,7 +165,7 @@ def test_rl_set_keeps_the_verified_copy_of_a_prompt_whose_first_copy_is_malforme
 
 
 def test_a_record_longer_than_max_doc_bytes_is_cut_and_quarantined_not_read_whole(tmp_path: Path) -> None:
-    from storage.readers import read_line_range
+    from storage.streams import read_line_range
 
     texts = _texts(200, seed=8)
     lines = [json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(texts)]
