@@ -96,34 +96,30 @@ def iter_line_range(
         yield batch
 
 
-def _inflated(source: str, handle: BinaryIO, size: int) -> StreamInflater:
-    inflater = StreamInflater(handle, compression_of(source) or "", READ_CHUNK)
+def _inflated(source: str, handle: BinaryIO, size: int, chunk: int = READ_CHUNK) -> StreamInflater:
+    inflater = StreamInflater(handle, compression_of(source) or "", chunk)
     inflater.limit = max(BOMB_FLOOR, size * MAX_EXPANSION)
     return inflater
 
 
 def iter_compressed_jsonl(source: str, size: int, cfg: InputSpec, batch_bytes: int) -> Iterator[RawBatch]:
-    """A compressed JSONL file, decompressed as a stream and parsed ``batch_bytes`` of text at a time."""
+    """A compressed JSONL file, decompressed as a stream and parsed ``batch_bytes`` of text at a time. Complete
+    lines move to the batch a piece at a time; only a line that spans pieces is assembled, and no more than
+    ``max_doc_bytes + 1`` of it is kept (enough to quarantine it as ``too_large``)."""
+    cap = cfg.max_doc_bytes + 1
     with open_input(source) as handle:
-        inflater = _inflated(source, handle, size)
+        inflater = _inflated(source, handle, size, min(READ_CHUNK, batch_bytes))
         buffer, pending, line, reported = bytearray(), bytearray(), 1, 0
-        oversized = False  # the current line passed max_doc_bytes: its head is kept, the rest skipped
         for piece in inflater:
-            start = 0
-            while start < len(piece):
-                newline = piece.find(b"\n", start)
-                stop = len(piece) if newline < 0 else newline + 1
-                room = cfg.max_doc_bytes + 1 - len(pending)
-                if not oversized:
-                    pending += piece[start : min(stop, start + max(room, 0))]
-                    oversized = stop - start > room
-                if newline >= 0:
-                    if oversized and not pending.endswith(b"\n"):
-                        pending += b"\n"
-                    buffer += pending
-                    pending.clear()
-                    oversized = False
-                start = stop
+            first = piece.find(b"\n")
+            if first < 0:
+                pending += piece[: max(cap - len(pending), 0)]
+                continue
+            last = piece.rfind(b"\n")
+            pending += piece[: min(first, max(cap - len(pending), 0))]
+            buffer += pending
+            buffer += piece[first : last + 1]
+            pending = bytearray(piece[last + 1 : last + 1 + cap])
             if len(buffer) >= batch_bytes:
                 batch = read_jsonl(source, bytes(buffer), None, cfg, line)
                 buffer.clear()

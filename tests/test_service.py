@@ -24,7 +24,8 @@ def test_job_lifecycle_inspection_and_sql(server: Server) -> None:
     assert response.status_code == 202, response.text
     job = wait_for_job(admin, response.json()["id"])
     assert job["state"] == "succeeded" and job["funnel"]["kept"] == 80
-    assert job["progress"]["steps"]["write"] == 2
+    progress = job["progress"]
+    assert progress["steps"]["write"] == progress["total"] > 0 and progress["unit"] == "bytes"
     assert any("succeeded" in line for line in admin.get(f"/jobs/{job['id']}/logs").json()["lines"])
     assert admin.get("/jobs").json()["count"] == 1
 

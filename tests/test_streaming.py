@@ -1,0 +1,195 @@
+"""Streaming splits: compressed files, CSV and Parquet read in bounded batches with exact lines; several global
+steps in one chain; progress as bytes with rate and ETA when stdout is not a terminal."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from pipeline.planner import plan_partitions
+from pipeline.progress import JobProgress
+from pipeline.runner import run_workflow
+from schemas.spec import InputSpec
+from storage.readers import concat_batches
+from storage.streams import iter_compressed_jsonl, iter_csv, iter_file, iter_parquet
+
+from .conftest import WORDS, make_spec
+
+
+def _texts(n: int, seed: int = 11) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.choice([3, 20, 150]))) for _ in range(n)]
+
+
+def _records(n: int) -> bytes:
+    lines = [json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(_texts(n))]
+    lines[10] = "{broken"
+    lines[500] = ""
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _rows(batches) -> tuple[list[tuple], list[tuple], int]:  # noqa: ANN001
+    batch = concat_batches(list(batches))
+    docs = [(r["id"], r["line"]) for r in batch.documents.select(["id", "line"]).to_pylist()]
+    bad = [(r["line"], r["reason"]) for r in batch.quarantine.to_pylist()]
+    return docs, bad, batch.n_input
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_a_compressed_file_streams_in_bounded_batches_with_exact_lines(tmp_path: Path, suffix: str) -> None:
+    data = _records(2000)
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(data)
+    packed = tmp_path / f"c{suffix}"
+    packed.write_bytes(gzip.compress(data) if suffix.endswith("gz") else zstandard.ZstdCompressor().compress(data))
+    cfg = InputSpec(url="x")
+    batches = list(iter_compressed_jsonl(str(packed), packed.stat().st_size, cfg, batch_bytes=16 * 1024))
+    assert len(batches) > 10, "many bounded batches, not one whole file"
+    assert max(b.documents.column("text").nbytes for b in batches) < 3 * 16 * 1024
+    assert sum(b.consumed for b in batches) == packed.stat().st_size
+    reference = _rows(iter_file(str(plain), "jsonl", plain.stat().st_size, cfg, 1 << 30, ()))
+    assert _rows(batches) == reference
+    assert reference[1] == [(11, "malformed_json"), (501, "blank_line")] and reference[2] == 2000
+
+
+def test_a_truncated_stream_quarantines_its_tail_at_the_right_line(tmp_path: Path) -> None:
+    data = _records(1200)
+    compressed = zstandard.ZstdCompressor().compress(data)
+    source = tmp_path / "cut.jsonl.zst"
+    source.write_bytes(compressed[: len(compressed) * 2 // 3])
+    docs, bad, n_input = _rows(iter_compressed_jsonl(str(source), source.stat().st_size, InputSpec(url="x"), 8192))
+    assert bad[-1][1] == "truncated_file" and bad[-1][0] == docs[-1][1] + 1
+    assert n_input == len(docs) + len(bad)
+    assert [d[0] for d in docs] == [f"d{i}" for i in range(len(docs) + 2) if i not in (10, 500)][: len(docs)]
+
+
+def test_a_huge_line_in_a_compressed_stream_is_quarantined_without_being_held(tmp_path: Path) -> None:
+    huge = json.dumps({"text": "x" * 300_000})
+    data = "\n".join([json.dumps({"text": "before"}), huge, json.dumps({"text": "after"})]).encode()
+    source = tmp_path / "h.jsonl.gz"
+    source.write_bytes(gzip.compress(data))
+    cfg = InputSpec(url="x", max_doc_bytes=10_000)
+    batches = list(iter_compressed_jsonl(str(source), source.stat().st_size, cfg, batch_bytes=4096))
+    docs, bad, n_input = _rows(batches)
+    assert [d[1] for d in docs] == [1, 3] and bad == [(2, "too_large")] and n_input == 3
+    assert max(len(q["raw"] or "") for b in batches for q in b.quarantine.to_pylist()) <= 512
+
+
+def test_a_decompression_bomb_is_cut_and_quarantined(tmp_path: Path) -> None:
+    source = tmp_path / "bomb.jsonl.zst"
+    line = json.dumps({"text": "zzzz " * 50}).encode() + b"\n"
+    source.write_bytes(zstandard.ZstdCompressor(level=19).compress(line * 400_000))  # ~100 MB from a few KB
+    assert source.stat().st_size < 20_000
+    docs, bad, n_input = _rows(iter_compressed_jsonl(str(source), source.stat().st_size, InputSpec(url="x"), 1 << 22))
+    assert bad[-1][1] == "decompression_limit" and n_input == len(docs) + len(bad)
+    assert len(docs) < 400_000
+
+
+def test_csv_streams_in_batches_and_a_truncated_csv_gz_never_keeps_its_cut_row(tmp_path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, ["id", "text", "score"])
+    writer.writeheader()
+    texts = _texts(900)
+    for i, text in enumerate(texts):
+        writer.writerow({"id": f"r{i}", "text": text.replace(" ", "\n", 1) if i % 7 == 0 else text, "score": i})
+    data = buffer.getvalue().encode()
+    whole = tmp_path / "t.csv"
+    whole.write_bytes(data)
+    cfg = InputSpec(url="x")
+    batches = list(iter_csv(str(whole), whole.stat().st_size, cfg, batch_bytes=8192))
+    assert len(batches) > 5
+    docs, bad, n_input = _rows(batches)
+    assert [d[0] for d in docs] == [f"r{i}" for i in range(900)] and not bad and n_input == 900
+    assert sum(b.consumed for b in batches) == whole.stat().st_size
+    cut = tmp_path / "cut.csv.gz"
+    compressed = gzip.compress(data)
+    cut.write_bytes(compressed[: len(compressed) // 2])
+    docs, bad, n_input = _rows(iter_csv(str(cut), cut.stat().st_size, cfg, batch_bytes=8192))
+    assert bad[-1][1] == "truncated_file" and n_input == len(docs) + len(bad)
+    kept = {d[0] for d in docs}
+    source_rows = {f"r{i}": t for i, t in enumerate(texts)}
+    batch = concat_batches(list(iter_csv(str(cut), cut.stat().st_size, cfg, batch_bytes=8192)))
+    for row in batch.documents.select(["id", "text"]).to_pylist():  # no kept row is a cut-off fragment
+        assert row["text"].replace("\n", " ", 1) == source_rows[row["id"]]
+    assert len(kept) > 100
+
+
+def test_parquet_row_groups_stream_in_batches(tmp_path: Path) -> None:
+    texts = _texts(3000)
+    source = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(3000)], "text": texts}), source, row_group_size=1000)
+    cfg = InputSpec(url="x")
+    size = source.stat().st_size
+    batches = list(iter_parquet(str(source), (1, 3), 1001, size, cfg, batch_bytes=20_000))
+    assert len(batches) > 10
+    docs, bad, n_input = _rows(batches)
+    assert docs == [(f"p{i}", i + 1) for i in range(1000, 3000)] and not bad and n_input == 2000
+    assert sum(b.consumed for b in batches) == size
+
+
+def _docs(out: Path) -> list[tuple]:
+    rows = pq.read_table(out / "docs").select(["source", "line", "status", "stage"]).to_pylist()
+    return sorted((r["source"], r["line"], r["status"], r["stage"]) for r in rows)
+
+
+def test_a_big_compressed_file_gives_the_same_documents_whatever_the_batch_size(tmp_path: Path) -> None:
+    source = tmp_path / "in" / "big.jsonl.zst"
+    source.parent.mkdir()
+    source.write_bytes(zstandard.ZstdCompressor().compress(_records(3000)))
+    outputs = {}
+    for batch_bytes in (4096, 1 << 24):
+        out = tmp_path / f"out-{batch_bytes}"
+        spec = make_spec(str(source), str(out), input={"url": str(source), "batch_bytes": batch_bytes})
+        funnel = run_workflow(spec, workers=1, show_progress=False).manifest.funnel
+        assert funnel.input == 3000 and funnel.balanced
+        outputs[batch_bytes] = _docs(out), sorted(pq.read_table(out / "quarantine").column("line").to_pylist())
+    assert outputs[4096] == outputs[1 << 24]
+
+
+def test_two_global_steps_in_one_chain(tmp_path: Path) -> None:
+    """exact_dedup → quality → minhash_dedup: two barriers; every stage runs once per document and the funnel
+    balances; a near duplicate that only the second barrier sees is dropped there."""
+    base = _texts(200, seed=3)
+    texts = [*base, base[5], base[7] + " extra words here", *_texts(50, seed=4)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    stages = [{"stage": "exact_dedup"}, {"stage": "quality", "drop": False}, {"stage": "minhash_dedup",
+              "threshold": 0.5}, {"stage": "tokenize"}, {"stage": "pack", "seq_len": 256}]  # fmt: skip
+    spec = make_spec(str(source), str(tmp_path / "out"), stages=stages)
+    assert len(plan_partitions(spec)) > 4
+    funnel = run_workflow(spec, workers=2, show_progress=False).manifest.funnel
+    assert funnel.balanced and funnel.input == len(texts)
+    assert funnel.dropped.get("exact_duplicate", 0) >= 1
+    docs = pq.read_table(tmp_path / "out" / "docs").to_pylist()
+    assert {"dedup_cluster", "dedup2_cluster"} <= set(docs[0])
+    stages_of = {(d["line"], d["status"], d["stage"]) for d in docs if d["status"] != "kept"}
+    assert (201, "exact_duplicate", "dedup") in stages_of
+    assert any(stage == "dedup2" for _, _, stage in stages_of), stages_of
+    assert not (tmp_path / "out" / "_work").exists()
+
+
+def test_progress_prints_lines_with_bytes_rate_and_eta_when_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen = []
+    with JobProgress("job", ["read", "write"], 10_000_000, True, seen.append, interval=0.05) as progress:
+        progress.advance("read", 4_000_000)
+        progress.set_phase("exact_dedup: keys of 3/3 batches read")
+        import time
+
+        time.sleep(0.2)
+        progress.advance("write", 2_000_000)
+    err = capsys.readouterr().err
+    assert "job: exact_dedup: keys of 3/3 batches read" in err
+    assert "read 4.0 MB/10.0 MB (40%)" in err and "ETA" in err and "MB/s" in err
+    assert seen[-1]["steps"] == {"read": 4_000_000, "write": 2_000_000} and seen[-1]["total"] == 10_000_000
+    assert seen[-1]["eta_seconds"]["read"] > 0
