@@ -31,20 +31,23 @@ def _free_port() -> int:
 class Cluster:
     """``dask scheduler`` and ``dask worker`` as separate processes on 127.0.0.1."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, homes: list[Path] | None = None, env: dict[str, str] | None = None) -> None:
+        """``homes``: one directory per worker, its working directory and TMPDIR (no disk shared with the
+        driver); ``env``: extra environment of every process (e.g. allowed failures)."""
         self.address = f"tcp://127.0.0.1:{_free_port()}"
         port = self.address.rsplit(":", 1)[1]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        common = {"cwd": ROOT, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        base = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        common = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         self.scheduler = subprocess.Popen(
-            [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"], **common
-        )
-        self.workers = [
-            subprocess.Popen(
-                [BIN / "dask", "worker", self.address, "--nthreads", "1", "--no-dashboard", "--no-nanny"], **common
-            )
-            for _ in range(workers)
-        ]
+            [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"],
+            cwd=ROOT, env=base, **common,
+        )  # fmt: skip
+        self.workers = []
+        for k in range(workers):
+            home = homes[k] if homes else ROOT
+            env_k = {**base, "TMPDIR": str(home)} if homes else base
+            command = [BIN / "dask", "worker", self.address, "--nthreads", "1", "--no-dashboard", "--no-nanny"]
+            self.workers.append(subprocess.Popen(command, cwd=home, env=env_k, **common))
         self._wait_for(workers)
 
     def _wait_for(self, workers: int) -> None:
@@ -180,3 +183,37 @@ def test_dedup_on_two_workers_equals_one_worker(cluster: Cluster, tmp_path: Path
     result = run_workflow(remote, scheduler=cluster.address, show_progress=False)
     assert result.manifest.funnel.dropped.get("near_duplicate", 0) > 50
     assert tree_bytes(tmp_path / "two") == tree_bytes(tmp_path / "one")
+
+
+def test_a_worker_that_dies_fails_the_job_at_once_naming_the_partition_and_the_budget(tmp_path: Path) -> None:
+    """With retries off (the local cluster's setting), a dead worker is not a doomed retry loop and not a bare
+    KilledWorker traceback: one message names the split, the memory budget and the settings to change."""
+    from pipeline.runner import WorkerDiedError
+
+    corpus = write_jsonl_corpus(tmp_path / "corpus", files=1, docs_per_file=3000, seed=2)
+    cluster = Cluster(workers=1, env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"})
+    killed: list[str] = []
+
+    def kill_when_busy() -> None:
+        with Client(cluster.address, timeout="10s") as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                busy = [w for w, keys in client.processing().items() if any("segment-" in k for k in keys)]
+                if busy:
+                    os.kill(client.scheduler_info()["workers"][busy[0]]["pid"], signal.SIGKILL)
+                    killed.append(busy[0])
+                    return
+                time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    try:
+        spec = make_spec(str(corpus), str(tmp_path / "out"), input={"url": str(corpus), "batch_bytes": 4096})
+        with pytest.raises(WorkerDiedError) as caught:
+            run_workflow(spec, scheduler=cluster.address, show_progress=False)
+    finally:
+        killer.join()
+        cluster.close()
+    message = str(caught.value)
+    assert killed and "part-00000" in message and "whole file" in message and str(corpus) in message
+    assert "memory budget per worker" in message and "input.batch_bytes" in message and "--worker-memory" in message

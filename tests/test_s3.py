@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import socket
@@ -80,3 +81,47 @@ def test_s3_input_and_output_match_a_local_run(s3_endpoint: str, tmp_path: Path)
     local = tree_bytes(tmp_path / "local" / "shards")
     assert tree_bytes(tmp_path / "from-s3") == local
     assert manifest["shards"] == json.loads((tmp_path / "local" / "manifest.json").read_text())["shards"]
+
+
+def test_scale_out_with_every_file_on_s3_is_byte_identical_whatever_the_workers(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    """A dask scheduler and two dask workers whose working directory and TMPDIR are their own: input, the
+    intermediate segments and output all live on s3://, so nothing can rely on a shared local disk. The result is
+    byte-identical to one local worker's."""
+    from .test_dask_cluster import Cluster
+
+    corpus = write_jsonl_corpus(tmp_path / "corpus", files=3, docs_per_file=80, seed=9)
+    s3 = fsspec.filesystem("s3", endpoint_url=s3_endpoint)
+    s3.mkdir("scale-out")
+    for path in corpus.iterdir():
+        s3.put(str(path), f"scale-out/raw/{path.name}")
+    big = b"".join(s3.cat(f"scale-out/raw/{p.name}") for p in sorted(corpus.iterdir()))
+    s3.pipe("scale-out/raw/all.jsonl", gzip.decompress(big))  # one plain file: cut into byte ranges
+    stages = [{"stage": "exact_dedup"}, {"stage": "quality", "drop": False}, {"stage": "minhash_dedup"},
+              {"stage": "tokenize"}, {"stage": "pack", "seq_len": 512}]  # fmt: skip
+    inputs = {"url": "s3://scale-out/raw/", "partition_bytes": 16384, "batch_bytes": 4096}
+
+    def spec(out: str):
+        return make_spec("s3://scale-out/raw/", out, stages=stages, input=inputs)
+
+    homes = [tmp_path / "w0", tmp_path / "w1"]
+    for home in homes:
+        home.mkdir()
+    cluster = Cluster(workers=2, homes=homes)
+    try:
+        result = run_workflow(spec("s3://scale-out/two"), scheduler=cluster.address, show_progress=False)
+    finally:
+        cluster.close()
+    funnel = result.manifest.funnel
+    assert funnel.balanced and funnel.partitions > 6 and funnel.dropped.get("exact_duplicate", 0) >= 240
+    run_workflow(spec("s3://scale-out/one"), workers=1, show_progress=False)
+
+    def tree(prefix: str) -> dict[str, bytes]:
+        root = f"scale-out/{prefix}/"
+        return {p[len(root) :]: s3.cat(p) for p in sorted(s3.find(root)) if "_job.json" not in p}
+
+    two, one = tree("two"), tree("one")
+    assert two.keys() == one.keys() and two == one
+    assert not any(p.startswith("_work/") for p in two), "intermediates are removed at commit"
+    assert not [p for home in homes for p in home.rglob("*.parquet")], "workers wrote nothing to their local disk"

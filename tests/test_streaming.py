@@ -37,7 +37,7 @@ def _records(n: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _rows(batches) -> tuple[list[tuple], list[tuple], int]:  # noqa: ANN001
+def _rows(batches) -> tuple[list[tuple], list[tuple], int]:
     batch = concat_batches(list(batches))
     docs = [(r["id"], r["line"]) for r in batch.documents.select(["id", "line"]).to_pylist()]
     bad = [(r["line"], r["reason"]) for r in batch.quarantine.to_pylist()]

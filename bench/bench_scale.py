@@ -1,0 +1,182 @@
+"""Shapes of real corpora on one warm local cluster: few big files, many small ones, Parquet with row groups.
+
+    .venv/bin/python bench/bench_scale.py --text-mb 1024          # the README's figures (about 15 minutes)
+    .venv/bin/python bench/bench_scale.py --text-mb 64 --small 500  # a quick look
+
+Every shape is run on the same text (real Python sources and docs, ``bench.corpus``). Workers are restarted
+before each run, so their peak RSS (``ru_maxrss``) and CPU time belong to that run alone. Printed per run: wall
+seconds, MB/s of text, peak RSS of the largest worker, cores busy (worker CPU seconds / wall seconds), output
+files; then the issue's targets as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+from distributed import Client, LocalCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_tokenize import raw_fastokens
+from bench.corpus import documents
+from pipeline.runner import run_workflow
+from schemas.spec import parse_spec
+
+TOKENIZE = [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 4096, "mode": "best_fit"}]
+PRETRAIN = [
+    {"stage": "language"},
+    {"stage": "quality", "drop": False},
+    {"stage": "exact_dedup"},
+    {"stage": "minhash_dedup"},
+    {"stage": "tags"},
+    {"stage": "tokenize"},
+    {"stage": "pack", "seq_len": 4096, "mode": "best_fit"},
+]
+
+
+def corpus_lines(text_mb: float, doc_bytes: tuple[int, int] | None = None) -> list[bytes]:
+    """JSONL lines of about ``text_mb`` MB of text (documents repeat if the machine's sources run out)."""
+    lines, size, n = [], 0, 0
+    while size < text_mb * 1e6:
+        for text in documents(seed=len(lines)):
+            if doc_bytes is not None:
+                text = text[: doc_bytes[1]] if len(text) >= doc_bytes[0] else text
+            lines.append(orjson.dumps({"id": f"doc-{n}", "text": text}) + b"\n")
+            size += len(text.encode())
+            n += 1
+            if size >= text_mb * 1e6:
+                break
+    return lines
+
+
+def write_shapes(root: Path, text_mb: float, small_files: int) -> dict[str, Path]:
+    """The same text as one .jsonl, one .jsonl.zst, 16 .jsonl files and one FineWeb-shaped Parquet (43 row
+    groups); a second, short-document text as ``small_files`` files of ~20 KB and as one file."""
+    shapes = {name: root / name for name in ("one_jsonl", "one_zst", "sixteen", "parquet", "small", "small_one")}
+    if all(p.exists() for p in shapes.values()):
+        return shapes
+    for p in shapes.values():
+        p.mkdir(parents=True, exist_ok=True)
+    lines = corpus_lines(text_mb)
+    data = b"".join(lines)
+    (shapes["one_jsonl"] / "all.jsonl").write_bytes(data)
+    (shapes["one_zst"] / "all.jsonl.zst").write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    per = -(-len(lines) // 16)
+    for k in range(16):
+        (shapes["sixteen"] / f"part-{k:02d}.jsonl").write_bytes(b"".join(lines[k * per : (k + 1) * per]))
+    records = [orjson.loads(line) for line in lines]
+    table = pa.table({"id": [r["id"] for r in records], "text": [r["text"] for r in records]})
+    pq.write_table(table, shapes["parquet"] / "fineweb.parquet", row_group_size=-(-len(records) // 43))
+    small = corpus_lines(small_files * 20_000 / 1e6, doc_bytes=(200, 3000))
+    per = -(-len(small) // small_files)
+    for k in range(small_files):
+        (shapes["small"] / f"f-{k:05d}.jsonl").write_bytes(b"".join(small[k * per : (k + 1) * per]))
+    (shapes["small_one"] / "all.jsonl").write_bytes(b"".join(small))
+    return shapes
+
+
+def _worker_usage() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+
+
+def run(client: Client, name: str, source: Path, out: Path, stages: list[dict], text_mb: float) -> dict:
+    client.restart()
+    spec = parse_spec({"name": name, "input": {"url": str(source)}, "output": {"url": str(out / name)},
+                       "stages": stages})  # fmt: skip
+    driver_cpu = time.process_time()
+    start = time.perf_counter()
+    result = run_workflow(spec, scheduler=client.scheduler.address, show_progress=False)
+    wall = time.perf_counter() - start
+    driver_cpu = time.process_time() - driver_cpu
+    usage = client.run(_worker_usage)
+    funnel = result.manifest.funnel
+    files = sum(1 for p in (out / name).rglob("*") if p.is_file())
+    row = {
+        "run": name,
+        "seconds": round(wall, 1),
+        "text_mb_per_s": round(text_mb / wall, 1),
+        "peak_rss_gib": round(max(u[0] for u in usage.values()) / 1024, 2),
+        "cores_busy": round(sum(u[1] for u in usage.values()) / wall, 2),
+        "partitions": funnel.partitions,
+        "output_files": files,
+        "padding_pct": round(100 * funnel.padding / max(funnel.sequences * 4096, 1), 2),
+        "driver_cpu_s": round(driver_cpu, 2),
+        "tokens": funnel.tokens,
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--text-mb", type=float, default=256, help="text of the big-file shapes")
+    parser.add_argument("--pretrain-mb", type=float, default=None, help="text of the pretrain run (default: 1/4)")
+    parser.add_argument("--small", type=int, default=5000, help="number of ~20 KB files")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory", default="6GiB", help="memory limit per worker")
+    parser.add_argument("--data", type=Path, default=Path("bench/data/scale"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/refinery-bench-scale"))
+    args = parser.parse_args()
+    data = args.data / f"{args.text_mb:g}mb-{args.small}"
+    shapes = write_shapes(data, args.text_mb, args.small)
+    import shutil
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    text_mb = args.text_mb
+    small_mb = sum(len(orjson.loads(x)["text"].encode()) for x in (shapes["small_one"] / "all.jsonl").open("rb")) / 1e6
+    rows = {}
+    with (
+        LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        run(client, "warm-up", shapes["small_one"], args.out, TOKENIZE, small_mb)  # workers load the tokenizer
+        for name, shape in (("one_zst", "one_zst"), ("one_jsonl", "one_jsonl"), ("sixteen", "sixteen"),
+                            ("parquet", "parquet")):  # fmt: skip
+            rows[name] = run(client, name, shapes[shape], args.out, TOKENIZE, text_mb)
+        rows["small"] = run(client, "small", shapes["small"], args.out, TOKENIZE, small_mb)
+        rows["small_one"] = run(client, "small_one", shapes["small_one"], args.out, TOKENIZE, small_mb)
+        pretrain_mb = args.pretrain_mb or text_mb / 4
+        pretrain = data / f"pretrain-{pretrain_mb:g}"
+        if not pretrain.exists():
+            pretrain.mkdir()
+            (pretrain / "all.jsonl").write_bytes(b"".join(corpus_lines(pretrain_mb)))
+        rows["pretrain"] = run(client, "pretrain", pretrain, args.out, PRETRAIN, pretrain_mb)
+    texts = [orjson.loads(line)["text"] for line in (shapes["one_jsonl"] / "all.jsonl").open("rb")]
+    raw = text_mb / raw_fastokens(texts)
+    gib = 1.0
+    targets = {
+        "parquet finishes": rows["parquet"]["tokens"] > 0,
+        "tokenize peak RSS <= 2 GiB": max(rows[k]["peak_rss_gib"] for k in ("one_zst", "one_jsonl", "parquet"))
+        <= 2 * gib,
+        "pretrain peak RSS <= 3 GiB": rows["pretrain"]["peak_rss_gib"] <= 3 * gib,
+        "cores busy >= 1.7 (one parquet)": rows["parquet"]["cores_busy"] >= 1.7,
+        "cores busy >= 1.7 (one jsonl)": rows["one_jsonl"]["cores_busy"] >= 1.7,
+        "one big file within 1.2x of 16 files": rows["one_jsonl"]["seconds"] <= 1.2 * rows["sixteen"]["seconds"],
+        "5,000 small files within 1.5x of one file": rows["small"]["seconds"] <= 1.5 * rows["small_one"]["seconds"],
+        "driver CPU <= 2 ms per input file": rows["small"]["driver_cpu_s"] / args.small <= 0.002,
+        "tokenize job >= 40% of raw fastokens": rows["sixteen"]["text_mb_per_s"] >= 0.4 * raw,
+    }
+    print(json.dumps({"raw_fastokens_mb_per_s": round(raw, 1),
+                      "job_share_of_raw": round(rows["sixteen"]["text_mb_per_s"] / raw, 2),
+                      "one_file_vs_16": round(rows["one_jsonl"]["seconds"] / rows["sixteen"]["seconds"], 2),
+                      "zst_vs_16": round(rows["one_zst"]["seconds"] / rows["sixteen"]["seconds"], 2),
+                      "small_vs_one": round(rows["small"]["seconds"] / rows["small_one"]["seconds"], 2),
+                      "driver_ms_per_file": round(1000 * rows["small"]["driver_cpu_s"] / args.small, 2)}))  # fmt: skip
+    for target, met in targets.items():
+        print(f"{'met ' if met else 'MISS'}  {target}")
+
+
+if __name__ == "__main__":
+    main()
