@@ -57,7 +57,12 @@ def commit_index(staging: str, final: str, config: MinHashDedupConfig, documents
     _, staging_path = filesystem(staging)
     if fs.exists(final_path):
         fs.rm(final_path, recursive=True)
-    fs.mv(staging_path, final_path, recursive=True)
+    # File by file: on an object store a directory move copies the directory's own (absent) key and fails.
+    fs.makedirs(final_path, exist_ok=True)
+    for path in sorted(fs.find(staging_path)):
+        fs.mv(path, f"{final_path}/{posixpath.relpath(path, staging_path)}")
+    if fs.exists(staging_path):
+        fs.rm(staging_path, recursive=True)
     marker = {"settings": index_settings(config), "documents": documents}
     write_bytes_atomic(join(final, INDEX_MARKER), json.dumps(marker, indent=1).encode())
 

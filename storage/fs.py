@@ -25,8 +25,12 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     if "://" not in url:
         local = fsspec.filesystem("file")
         return local, local._strip_protocol(url)
+    options = {"use_listings_cache": False} if url.startswith(("s3://", "s3a://")) else {}
     try:
-        return url_to_fs(url)
+        # Object stores: no cached listings. Workers write markers and parts the driver then looks for; a listing
+        # cached earlier would hide them (an ``exists`` answered from a stale cache, a directory move that misses
+        # files).
+        return url_to_fs(url, **options)
     except (ImportError, ValueError) as error:
         raise StorageError(f"cannot open {url!r}: {error}") from error
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 import uuid
 
 import pyarrow as pa
@@ -49,14 +50,40 @@ CLUSTER_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("line", pa.int64()),
         ("partition", pa.int64()),
+        ("step", pa.string()),
     ]
 )
 
 
+def _cluster_rows(docs: pa.Table, step: str, partition: int) -> pa.Table:
+    """The documents of one partition that are in a cluster of the global step ``step`` (``dedup``, ``dedup2``)."""
+    docs = docs.filter(pc.is_valid(docs.column(f"{step}_cluster")))
+    status = docs.column("status")
+    dropped = pc.and_(
+        pc.is_in(status, value_set=pa.array(["exact_duplicate", "near_duplicate"])),
+        pc.equal(docs.column("stage"), step),
+    )
+    n = docs.num_rows
+    return pa.table(
+        {
+            "id": docs.column("id"),
+            "cluster": docs.column(f"{step}_cluster"),
+            "kept": pc.invert(pc.fill_null(dropped, False)),
+            "similarity": docs.column(f"{step}_similarity"),
+            "status": status,
+            "source": docs.column("source"),
+            "line": docs.column("line"),
+            "partition": pa.array([partition] * n, pa.int64()),
+            "step": pa.array([step] * n, pa.string()),
+        },
+        schema=CLUSTER_SCHEMA,
+    )
+
+
 def write_cluster_table(out: str, partitions: list[int]) -> None:
-    """``OUT/dedup/clusters.parquet``: every document in a duplicate cluster, streamed one partition at a
-    time from ``OUT/docs/``. ``cluster`` is the order key of the kept (earliest) document; a self-join on
-    ``cluster`` with ``kept`` names it."""
+    """``OUT/dedup/clusters.parquet``: every document in a duplicate cluster of each global step, streamed one
+    partition at a time from ``OUT/docs/``. ``cluster`` is the order key of the kept (earliest) document; a
+    self-join on ``step`` and ``cluster`` with ``kept`` names it."""
     fs, path = filesystem(join(out, "dedup", "clusters.parquet"))
     check_real_location(posixpath.dirname(path))
     tmp = f"{posixpath.dirname(path)}/.tmp-{uuid.uuid4().hex}-clusters.parquet"  # a name nobody can plant ahead
@@ -64,22 +91,7 @@ def write_cluster_table(out: str, partitions: list[int]) -> None:
         for partition in partitions:
             part = join(out, "docs", f"part-{partition:05d}.parquet")
             docs = pq.read_table(pa.BufferReader(read_bytes(part, real=True)))
-            docs = docs.filter(pc.is_valid(docs.column("dedup_cluster")))
-            status = docs.column("status")
-            dropped = pc.is_in(status, value_set=pa.array(["exact_duplicate", "near_duplicate"]))
-            writer.write_table(
-                pa.table(
-                    {
-                        "id": docs.column("id"),
-                        "cluster": docs.column("dedup_cluster"),
-                        "kept": pc.invert(dropped),
-                        "similarity": docs.column("dedup_similarity"),
-                        "status": status,
-                        "source": docs.column("source"),
-                        "line": docs.column("line"),
-                        "partition": pa.array([partition] * docs.num_rows, pa.int64()),
-                    },
-                    schema=CLUSTER_SCHEMA,
-                )
-            )
+            steps = sorted(c[: -len("_cluster")] for c in docs.column_names if re.fullmatch(r"dedup\d*_cluster", c))
+            for step in steps:
+                writer.write_table(_cluster_rows(docs, step, partition))
     fs.mv(tmp, path)

@@ -200,7 +200,8 @@ def test_a_worker_that_dies_fails_the_job_at_once_naming_the_partition_and_the_b
             while time.monotonic() < deadline:
                 busy = [w for w, keys in client.processing().items() if any("segment-" in k for k in keys)]
                 if busy:
-                    os.kill(client.scheduler_info()["workers"][busy[0]]["pid"], signal.SIGKILL)
+                    pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    os.kill(pid, signal.SIGKILL)
                     killed.append(busy[0])
                     return
                 time.sleep(0.02)

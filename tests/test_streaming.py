@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -175,6 +176,11 @@ def test_two_global_steps_in_one_chain(tmp_path: Path) -> None:
     assert (201, "exact_duplicate", "dedup") in stages_of
     assert any(stage == "dedup2" for _, _, stage in stages_of), stages_of
     assert not (tmp_path / "out" / "_work").exists()
+    clusters = pq.read_table(tmp_path / "out" / "dedup" / "clusters.parquet").to_pylist()
+    assert {c["step"] for c in clusters} == {"dedup", "dedup2"}
+    for step in ("dedup", "dedup2"):  # every cluster of each step has exactly one kept document
+        kept = Counter(c["cluster"] for c in clusters if c["step"] == step and c["kept"])
+        assert set(kept.values()) == {1} and kept.keys() == {c["cluster"] for c in clusters if c["step"] == step}
 
 
 def test_progress_prints_lines_with_bytes_rate_and_eta_when_not_a_terminal(
