@@ -199,3 +199,23 @@ def test_progress_prints_lines_with_bytes_rate_and_eta_when_not_a_terminal(
     assert "read 4.0 MB/10.0 MB (40%)" in err and "ETA" in err and "MB/s" in err
     assert seen[-1]["steps"] == {"read": 4_000_000, "write": 2_000_000} and seen[-1]["total"] == 10_000_000
     assert seen[-1]["eta_seconds"]["read"] > 0
+
+
+def test_three_thousand_small_files_make_few_output_files_and_little_padding(tmp_path: Path) -> None:
+    """Outputs follow the data, not the files: 3,000 small JSONL files are one partition, so a handful of output
+    files; best-fit packing of short documents across batches leaves under 1% padding."""
+    source = tmp_path / "in"
+    source.mkdir()
+    texts = _texts(9000, seed=8)
+    for k in range(3000):
+        (source / f"f-{k:05d}.jsonl").write_text(
+            "".join(json.dumps({"text": t}) + "\n" for t in texts[3 * k : 3 * k + 3])
+        )
+    out = tmp_path / "out"
+    spec = make_spec(str(source), str(out), input={"url": str(source), "partition_bytes": 128 * 2**20,
+                     "batch_bytes": 64 * 1024}, stages=[{"stage": "tokenize"}, {"stage": "pack", "seq_len": 1024}])  # fmt: skip
+    funnel = run_workflow(spec, workers=2, show_progress=False).manifest.funnel
+    assert funnel.input == 9000 and funnel.balanced and funnel.partitions == 1
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 100, len(files)
+    assert funnel.padding / (funnel.sequences * 1024) < 0.01
