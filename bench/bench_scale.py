@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -84,13 +85,28 @@ def write_shapes(root: Path, text_mb: float, small_files: int) -> dict[str, Path
     return shapes
 
 
-def _worker_usage() -> tuple[float, float]:
+def _worker_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime
+
+
+def _reset_peak(pid: int) -> None:
+    """Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM) to its current RSS."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _peak_gib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
 
 
 def run(client: Client, name: str, source: Path, out: Path, stages: list[dict], text_mb: float) -> dict:
-    client.restart()
+    pids = client.run(os.getpid)
+    for pid in pids.values():
+        _reset_peak(pid)
+    cpu_before = client.run(_worker_cpu)
     spec = parse_spec({"name": name, "input": {"url": str(source)}, "output": {"url": str(out / name)},
                        "stages": stages})  # fmt: skip
     driver_cpu = time.process_time()
@@ -98,15 +114,15 @@ def run(client: Client, name: str, source: Path, out: Path, stages: list[dict], 
     result = run_workflow(spec, scheduler=client.scheduler.address, show_progress=False)
     wall = time.perf_counter() - start
     driver_cpu = time.process_time() - driver_cpu
-    usage = client.run(_worker_usage)
+    cpu = sum(client.run(_worker_cpu).values()) - sum(cpu_before.values())
     funnel = result.manifest.funnel
     files = sum(1 for p in (out / name).rglob("*") if p.is_file())
     row = {
         "run": name,
         "seconds": round(wall, 1),
         "text_mb_per_s": round(text_mb / wall, 1),
-        "peak_rss_gib": round(max(u[0] for u in usage.values()) / 1024, 2),
-        "cores_busy": round(sum(u[1] for u in usage.values()) / wall, 2),
+        "peak_rss_gib": round(max(_peak_gib(pid) for pid in pids.values()), 2),
+        "cores_busy": round(cpu / wall, 2),
         "partitions": funnel.partitions,
         "output_files": files,
         "padding_pct": round(100 * funnel.padding / max(funnel.sequences * 4096, 1), 2),
