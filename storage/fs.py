@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import stat
@@ -154,6 +155,51 @@ def open_input(url: str, real: bool = False) -> BinaryIO:
         os.close(fd)
         raise StorageError(f"cannot read {url!r}: not a regular file")
     return os.fdopen(fd, "rb")
+
+
+class AtomicWriter:
+    """A file written under a temporary name beside ``url`` and renamed into place on success (removed on
+    failure), hashing what passes through: for outputs written piece by piece (a shard of several hundred MB)."""
+
+    def __init__(self, url: str) -> None:
+        self.fs, self.path = filesystem(url)
+        directory = posixpath.dirname(self.path)
+        check_real_location(directory)
+        self.fs.makedirs(directory, exist_ok=True)
+        self.tmp = f"{directory}/.tmp-{uuid.uuid4().hex}-{posixpath.basename(self.path)}"
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def __enter__(self) -> AtomicWriter:
+        self.handle = self.fs.open(self.tmp, "wb")
+        return self
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    # What a file object offers, for writers (Arrow's) that take one; closing is left to the context manager.
+    closed = False
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        self.handle.close()
+        if kind is None:
+            self.fs.mv(self.tmp, self.path)
+        elif self.fs.exists(self.tmp):
+            self.fs.rm_file(self.tmp)
 
 
 def read_bytes(url: str, real: bool = False) -> bytes:

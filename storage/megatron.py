@@ -22,7 +22,7 @@ def encode_indexed(values: np.ndarray, lengths: np.ndarray) -> tuple[bytes, byte
     Each sequence is its own document (document indices 0..n), as Megatron's preprocess tool writes a
     corpus of one-sequence documents.
     """
-    dtype = values.dtype
+    dtype = np.dtype(values.dtype)
     if dtype not in DTYPE_CODES:
         raise TypeError(f"megatron shards need int8, int32, int64 or uint16 values, got {dtype}")
     lengths = np.asarray(lengths, np.int32)
@@ -41,3 +41,8 @@ def encode_indexed(values: np.ndarray, lengths: np.ndarray) -> tuple[bytes, byte
         ]
     )
     return np.ascontiguousarray(values).tobytes(), idx
+
+
+def encode_index(dtype: np.dtype, lengths: np.ndarray) -> bytes:
+    """The ``.idx`` of sequences of ``lengths`` values of ``dtype`` (their ``.bin`` is the values, flat)."""
+    return encode_indexed(np.zeros(0, dtype), lengths)[1]

@@ -1,64 +1,70 @@
 """Write one packed-sequence shard in each configured format and describe it for the manifest.
 
-Files go to temporary names and are renamed when complete (``write_bytes_atomic``), so a crashed or killed
-task never leaves a half shard under a final name.
+Files go to temporary names and are renamed when complete (``AtomicWriter``), so a crashed or killed task never
+leaves a half shard under a final name. Token columns are streamed chunk by chunk, so writing a shard costs
+little memory beyond the sequences it holds.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.manifest import ShardEntry
-from storage.fs import join, write_bytes_atomic
-from storage.megatron import encode_indexed
+from storage.fs import AtomicWriter, join, write_bytes_atomic
+from storage.megatron import encode_index
+
+MEGATRON_COLUMNS = (("", "input_ids", np.int32), (".cu_seqlens", "cu_seqlens", np.int32),
+                    (".loss_mask", "loss_mask", np.int8))  # fmt: skip
 
 
-def _list_values(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    array = column.combine_chunks()
-    offsets = array.offsets.to_numpy()
-    values = array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
-    return values, np.diff(offsets)
-
-
-def shard_files(table: pa.Table, formats: list[str]) -> dict[str, bytes]:
-    """File suffix → bytes for one shard. Parquet writes are deterministic (no timestamps in metadata)."""
-    files: dict[str, bytes] = {}
-    if "megatron" in formats:
-        tokens, lengths = _list_values(table.column("input_ids"))
-        files[".bin"], files[".idx"] = encode_indexed(tokens.astype(np.int32), lengths)
-        # Document boundaries as a second indexed dataset: sequence i holds cu_seqlens of packed sequence i.
-        cu, cu_lengths = _list_values(table.column("cu_seqlens"))
-        files[".cu_seqlens.bin"], files[".cu_seqlens.idx"] = encode_indexed(cu.astype(np.int32), cu_lengths)
-        if "loss_mask" in table.column_names:  # SFT: 1 where the loss counts, beside the tokens
-            mask, mask_lengths = _list_values(table.column("loss_mask"))
-            files[".loss_mask.bin"], files[".loss_mask.idx"] = encode_indexed(mask.astype(np.int8), mask_lengths)
-    if "parquet" in formats:
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd", use_dictionary=False, row_group_size=1024)
-        files[".parquet"] = buffer.getvalue()
-    return files
+def _write_indexed(url: str, column: pa.ChunkedArray, dtype: type) -> tuple[str, int]:
+    """Stream a list column as a Megatron ``.bin`` (chunk by chunk, no flat copy of the whole shard) and write
+    its ``.idx``; returns the .bin's sha256 and byte size."""
+    lengths = []
+    with AtomicWriter(url) as out:
+        for chunk in column.chunks:
+            offsets = chunk.offsets.to_numpy()
+            lengths.append(np.diff(offsets))
+            values = chunk.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+            out.write(np.ascontiguousarray(values.astype(dtype, copy=False)).data)
+    return out.sha256.hexdigest(), np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
 
 
 def write_shard(shards_url: str, name: str, partition: int, table: pa.Table, formats: list[str]) -> ShardEntry:
+    """Write one shard in each format, file by file and chunk by chunk (Parquet writes are deterministic: no
+    timestamps in the metadata)."""
     digests: dict[str, str] = {}
-    for suffix, data in shard_files(table, formats).items():
-        write_bytes_atomic(join(shards_url, name + suffix), data)
-        digests[name + suffix] = hashlib.sha256(data).hexdigest()
+    if "megatron" in formats:
+        for suffix, column, dtype in MEGATRON_COLUMNS:
+            if column not in table.column_names:
+                continue
+            digests[f"{name}{suffix}.bin"], lengths = _write_indexed(join(shards_url, f"{name}{suffix}.bin"),
+                                                                     table.column(column), dtype)  # fmt: skip
+            index = encode_index(np.dtype(dtype), lengths)
+            write_bytes_atomic(join(shards_url, f"{name}{suffix}.idx"), index)
+            digests[f"{name}{suffix}.idx"] = hashlib.sha256(index).hexdigest()
+    if "parquet" in formats:
+        with AtomicWriter(join(shards_url, f"{name}.parquet")) as out:
+            pq.write_table(table, pa.PythonFile(out, mode="w"), compression="zstd", use_dictionary=False,
+                           row_group_size=1024)  # fmt: skip
+        digests[f"{name}.parquet"] = out.sha256.hexdigest()
     n_pad = table.column("n_pad").to_numpy()
-    n_tokens = sum(len(chunk.values) for chunk in table.column("input_ids").chunks) if table.num_rows else 0
-    documents = table.column("doc_ids").combine_chunks().values if table.num_rows else pa.array([], pa.string())
+    # list_value_length and flatten respect slices (a shard is often a slice of a longer run of sequences);
+    # ``.values`` would not.
+    n_tokens = int(pc.sum(pc.list_value_length(table.column("input_ids"))).as_py() or 0)
+    documents = pc.count_distinct(table.column("doc_ids").combine_chunks().flatten()).as_py() if table.num_rows else 0
     return ShardEntry(
         shard=name,
         partition=partition,
         sequences=table.num_rows,
         tokens=int(n_tokens - n_pad.sum()),
         padding=int(n_pad.sum()),
-        documents=len(documents.unique()),
+        documents=documents,
         files=dict(sorted(digests.items())),  # sorted, as the JSON completion marker stores them
     )
 
