@@ -212,8 +212,9 @@ def test_three_thousand_small_files_make_few_output_files_and_little_padding(tmp
             "".join(json.dumps({"text": t}) + "\n" for t in texts[3 * k : 3 * k + 3])
         )
     out = tmp_path / "out"
-    spec = make_spec(str(source), str(out), input={"url": str(source), "partition_bytes": 128 * 2**20,
-                     "batch_bytes": 64 * 1024}, stages=[{"stage": "tokenize"}, {"stage": "pack", "seq_len": 1024}])  # fmt: skip
+    inputs = {"url": str(source), "partition_bytes": 128 * 2**20, "batch_bytes": 64 * 1024}
+    stages = [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 1024}]
+    spec = make_spec(str(source), str(out), input=inputs, stages=stages)
     funnel = run_workflow(spec, workers=2, show_progress=False).manifest.funnel
     assert funnel.input == 9000 and funnel.balanced and funnel.partitions == 1
     files = [p for p in out.rglob("*") if p.is_file()]
