@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_tokenize import raw_fastokens
 from bench.corpus import documents
-from pipeline.runner import run_workflow
+from pipeline.runner import WORKER_MALLOC, run_workflow
 from schemas.spec import parse_spec
 
 TOKENIZE = [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 4096, "mode": "best_fit"}]
@@ -152,6 +153,7 @@ def main() -> None:
     small_mb = sum(len(orjson.loads(x)["text"].encode()) for x in (shapes["small_one"] / "all.jsonl").open("rb")) / 1e6
     rows = {}
     with (
+        dask.config.set(WORKER_MALLOC),  # as `refinery run` starts its local cluster
         LocalCluster(
             n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory, dashboard_address=None
         ) as cluster,

@@ -72,6 +72,15 @@ class WorkerDiedError(RuntimeError):
     """A worker died while running a task (in practice: it ran out of memory); the job stops at once."""
 
 
+#: glibc settings for local workers. Dask's default (trim above 64 KiB) hands a batch's arrays back to the kernel
+#: when they are freed, so the next batch page-faults every page anew; measured, 10-15% of a tokenize job. Arrays
+#: under 32 MiB now come from a heap that keeps up to 256 MiB of free memory, still bounded by the batch size.
+WORKER_MALLOC = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
+    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+}
+
+
 @contextmanager
 def dask_client(scheduler: str | None, workers: int | None, worker_memory: str | None = None) -> Iterator[Client]:
     """A client of ``scheduler``, or of a local cluster of ``workers`` processes with ``worker_memory`` each
@@ -83,7 +92,7 @@ def dask_client(scheduler: str | None, workers: int | None, worker_memory: str |
         return
     n = workers or os.cpu_count() or 1
     with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        dask.config.set({"distributed.scheduler.allowed-failures": 0, **WORKER_MALLOC}),
         LocalCluster(
             n_workers=n,
             threads_per_worker=1,

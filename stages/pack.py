@@ -34,25 +34,29 @@ class Pieces:
 def document_stream(table: pa.Table, config: PackConfig) -> tuple[np.ndarray, np.ndarray]:
     """Flat tokens of every document with BOS/EOS added, and the start offset of each document (+ end).
 
-    ``np.insert`` adds the markers chunk by chunk in one pass each; no per-token index arrays.
+    Each document's tokens are copied once, as one slice, to their place in a preallocated stream; the markers
+    are then set with one fancy assignment each.
     """
     pieces: list[np.ndarray] = []
     lengths: list[np.ndarray] = []
-    extra = int(config.add_bos) + int(config.add_eos)
+    bos, extra = int(config.add_bos), int(config.add_bos) + int(config.add_eos)
     for chunk in table.column(TOKEN_IDS).chunks:
         offsets = chunk.offsets.to_numpy()
-        values = chunk.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+        values = chunk.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]].astype(np.int32, copy=False)
         offsets = offsets - offsets[0]
-        # Interleaved [start_0, end_0, start_1, end_1, …]: np.insert keeps equal positions in this order,
-        # so EOS of one document comes before BOS of the next.
-        where = np.stack([offsets[:-1], offsets[1:]], axis=1)
-        marks = np.array([config.bos_id, config.eos_id], np.int32)
-        keep = np.array([config.add_bos, config.add_eos])
-        positions = where[:, keep].ravel()
-        markers = np.broadcast_to(marks[keep], where[:, keep].shape).ravel()
-        pieces.append(np.insert(values.astype(np.int32, copy=False), positions, markers))
-        lengths.append(np.diff(offsets) + extra)
-    stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+        doc_lengths = np.diff(offsets) + extra
+        starts = np.cumsum(doc_lengths) - doc_lengths
+        out = np.empty(len(values) + extra * len(doc_lengths), np.int32)
+        _scatter(out, starts + bos, offsets[:-1], doc_lengths - extra, values)
+        if config.add_bos:
+            out[starts] = config.bos_id
+        if config.add_eos:
+            out[starts + doc_lengths - 1] = config.eos_id
+        pieces.append(out)
+        lengths.append(doc_lengths)
+    stream = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+    if not pieces:
+        stream = np.zeros(0, np.int32)
     all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     return stream, np.concatenate([[0], np.cumsum(all_lengths)]).astype(np.int64)
 
@@ -73,6 +77,15 @@ def _scatter(dest: np.ndarray, dest_starts: np.ndarray, src_starts: np.ndarray, 
         return
     for d, s, n in zip(dest_starts.tolist(), src_starts.tolist(), lengths.tolist(), strict=True):
         dest[d : d + n] = src[s : s + n]
+
+
+def _fill(dest: np.ndarray, starts: np.ndarray, lengths: np.ndarray, value: int) -> None:
+    """Set runs ``dest[s:s+n]`` to ``value``."""
+    if len(lengths) and lengths.sum() < 64 * len(lengths):
+        dest[np.repeat(starts, lengths) + _ragged_arange(lengths)] = value
+        return
+    for s, n in zip(starts.tolist(), lengths.tolist(), strict=True):
+        dest[s : s + n] = value
 
 
 def pieces_concat(doc_offsets: np.ndarray, seq_len: int, fill: int = 0) -> Pieces:
@@ -290,7 +303,7 @@ def finish(packer: Packer) -> pa.Table:
 
 def assemble(stream: np.ndarray, pieces: Pieces, doc_ids: pa.Array, config: PackConfig) -> pa.Table:
     seq_len = config.seq_len
-    tokens = np.full(pieces.n_seq * seq_len, config.pad_id, np.int32)
+    tokens = np.empty(pieces.n_seq * seq_len, np.int32)
     _scatter(tokens, pieces.seq * seq_len + pieces.offset, pieces.src, pieces.length, stream)
     # Pieces sorted by (sequence, offset) give each sequence's boundaries in order.
     order = np.lexsort((pieces.offset, pieces.seq))
@@ -298,6 +311,8 @@ def assemble(stream: np.ndarray, pieces: Pieces, doc_ids: pa.Array, config: Pack
     piece_ends = (pieces.offset + pieces.length)[order]
     per_seq = np.bincount(seq, minlength=pieces.n_seq)
     filled = np.bincount(seq, weights=pieces.length[order], minlength=pieces.n_seq).astype(np.int64)
+    padded = np.flatnonzero(filled < seq_len)  # pieces fill each sequence from 0; padding is its tail
+    _fill(tokens, padded * seq_len + filled[padded], seq_len - filled[padded], config.pad_id)
     piece_offsets = np.concatenate([[0], np.cumsum(per_seq)])
     # cu_seqlens of a sequence: 0, then the end of each of its pieces (pieces are contiguous from 0).
     cu_offsets = piece_offsets + np.arange(pieces.n_seq + 1)
