@@ -220,3 +220,41 @@ def test_three_thousand_small_files_make_few_output_files_and_little_padding(tmp
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 100, len(files)
     assert funnel.padding / (funnel.sequences * 1024) < 0.01
+
+
+def _peak_rss_gib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return 0.0
+
+
+@pytest.mark.slow
+def test_a_one_gigabyte_compressed_file_runs_within_a_two_gib_worker(tmp_path: Path) -> None:
+    """The size is the point: 1 GB of text in one .jsonl.zst, read whole by one task, through tokenize and pack
+    on workers limited to 2 GiB; every worker's peak RSS stays under the budget."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from pipeline.runner import WORKER_MALLOC
+
+    source = tmp_path / "in" / "big.jsonl.zst"
+    source.parent.mkdir()
+    texts = _texts(20_000, seed=21)
+    block = "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
+    with source.open("wb") as raw, zstandard.ZstdCompressor(level=1).stream_writer(raw) as out:
+        written = 0
+        while written < 2**30:
+            out.write(block)
+            written += len(block)
+    stages = [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 4096}]
+    spec = make_spec(str(source), str(tmp_path / "out"), stages=stages, input={"url": str(source)})
+    with (
+        dask.config.set(WORKER_MALLOC),
+        LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GiB", dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        funnel = run_workflow(spec, scheduler=cluster.scheduler_address, show_progress=False).manifest.funnel
+        peaks = client.run(_peak_rss_gib)
+    assert funnel.balanced and funnel.kept == funnel.input > 1_000_000
+    assert max(peaks.values()) < 2.0, peaks
