@@ -113,9 +113,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The spec with every path-typed field checked by the data-root policy and resolved (403 naming the field
         when one is refused, 422 for any other fault)."""
         try:
-            return parse_spec(data, policy=policy)
+            spec = parse_spec(data, policy=policy)
         except SpecError as error:
             raise HTTPException(403 if error.refused else 422, "; ".join(error.problems)) from None
+        floors = {"partition_bytes": settings.min_partition_bytes, "batch_bytes": settings.min_batch_bytes}
+        for name, floor in floors.items():  # tiny splits or batches multiply tasks, files and per-record costs
+            if getattr(spec.input, name) < floor:
+                raise HTTPException(422, f"input.{name}: must be >= {floor} in this service")
+        return spec
 
     def job_or_404(job_id: str) -> dict[str, Any]:
         job = store.get(job_id)

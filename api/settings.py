@@ -72,6 +72,8 @@ class Settings(BaseModel):
     sql_concurrency: int = Field(4, description="SQL queries that run at once; the others wait in a queue.")
     sql_queue: int = Field(32, description="SQL queries that may wait; beyond that the service answers 503.")
     max_body_bytes: int = Field(2**20, description="Largest request body (REFINERY_MAX_BODY_BYTES); 413 above.")
+    min_partition_bytes: int = Field(2**20, description="Smallest input.partition_bytes a job may ask for.")
+    min_batch_bytes: int = Field(2**16, description="Smallest input.batch_bytes a job may ask for.")
 
     @property
     def policy(self) -> PathPolicy:
@@ -102,4 +104,6 @@ class Settings(BaseModel):
             sql_max_bytes=int(_number("REFINERY_SQL_MAX_BYTES", 32 * 2**20)),
             sql_concurrency=int(_number("REFINERY_SQL_CONCURRENCY", 4)),
             max_body_bytes=int(_number("REFINERY_MAX_BODY_BYTES", 2**20)),
+            min_partition_bytes=int(_number("REFINERY_MIN_PARTITION_BYTES", 2**20)),
+            min_batch_bytes=int(_number("REFINERY_MIN_BATCH_BYTES", 2**16)),
         )

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, TimeoutError
 
-from distributed import Client, Future, wait
+from distributed import Client, Future, as_completed
 
 POLL_SECONDS = 0.5
 GRACE_SECONDS = 2.0
@@ -60,17 +60,15 @@ def as_finished(
     client: Client, futures: list[Future], cancelled: Callable[[], bool] | None, what: str
 ) -> Iterator[Future]:
     """Yield futures as they finish, checking ``cancelled`` every half second; raise :class:`JobCancelled`."""
-    pending = set(futures)
-    while pending:
+    finished = as_completed(futures)  # O(1) per completion, however many futures (a wait() per poll is O(n))
+    while not finished.is_empty():
         if cancelled is not None and cancelled():
             stop_futures(client, futures)
             raise JobCancelled(f"{what} was cancelled")
-        try:
-            done, pending = wait(list(pending), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            continue
-        pending = set(pending)
-        yield from done
+        batch = finished.next_batch(block=False)
+        if not batch:
+            time.sleep(POLL_SECONDS / 10)
+        yield from batch
 
 
 def gather_cancellable(client: Client, futures: list[Future], cancelled: Callable[[], bool] | None, what: str) -> list:

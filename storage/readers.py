@@ -11,6 +11,7 @@ import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -197,16 +198,36 @@ def read_text(
     return col.batch()
 
 
-def _table_to_batch(source: str, table: pa.Table, cfg: InputSpec, col: _Collector, first_line: int) -> RawBatch:
-    """Vectorised checks for columnar inputs (Parquet, CSV): one pass of Arrow compute, no row loop."""
+def _plain_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Dictionary-encoded and view strings as plain strings (other types are left for the caller to refuse)."""
+    if pa.types.is_dictionary(column.type):
+        column = pa.chunked_array([c.dictionary_decode() for c in column.chunks], column.type.value_type)
+    if pa.types.is_string_view(column.type) or pa.types.is_large_string(column.type):
+        column = column.cast(pa.string())
+    return column
+
+
+def _table_to_batch(
+    source: str, table: pa.Table, cfg: InputSpec, col: _Collector, first_line: int, keep: np.ndarray | None = None
+) -> RawBatch:
+    """Vectorised checks for columnar inputs (Parquet, CSV): one pass of Arrow compute, no row loop. ``keep``: the
+    rows' positions among the block's rows when some were already quarantined (their line numbers)."""
+    if "__row" in table.column_names:
+        table = table.drop_columns(["__row"])
     n = table.num_rows
     col.n_input += n
-    lines = pa.array(range(first_line, first_line + n), pa.int64())
+    positions = np.arange(n) if keep is None else keep
+    lines = pa.array(first_line + positions.astype(np.int64), pa.int64())
+    repeated = sorted({name for name in table.column_names if table.column_names.count(name) > 1})
+    if repeated:  # which of two "text" columns is the text? Neither: every row is quarantined, with the reason
+        for line in lines.to_pylist():
+            col.quarantine(line, "duplicate_field", f"column(s) {', '.join(repeated)} appear more than once")
+        return col.batch()
     if cfg.text_field not in table.column_names:
         for line in lines.to_pylist():
             col.quarantine(line, "missing_field", f"column {cfg.text_field!r} is missing", cfg.text_field)
         return col.batch()
-    text = table.column(cfg.text_field)
+    text = _plain_strings(table.column(cfg.text_field))
     if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
         kind = str(text.type)
         for line in lines.to_pylist():
@@ -229,7 +250,11 @@ def _table_to_batch(source: str, table: pa.Table, cfg: InputSpec, col: _Collecto
     good = pc.invert(bad)
     ids = None
     if cfg.id_field in table.column_names:
-        ids = table.column(cfg.id_field).cast(pa.string())
+        ids = _plain_strings(table.column(cfg.id_field))
+        try:
+            ids = ids.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # lists, structs: JSON text, as JSONL ids are
+            ids = pa.array([_as_string(v) for v in ids.to_pylist()], pa.string())
         ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids)  # an empty id is no id
     good_lines = lines.filter(good)
     generated = pa.array([generated_id(source, x) for x in good_lines.to_pylist()], pa.string())

@@ -16,6 +16,7 @@ import io
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
@@ -83,6 +84,41 @@ def count_newlines(source: str, start: int, end: int) -> int:
     return count
 
 
+#: Records per batch at most: a few MB of blank or broken lines are millions of quarantine rows, each a Python
+#: object until the batch is built, so a batch is bounded by its count of lines as well as by its bytes.
+MAX_BATCH_RECORDS = 1 << 16
+
+
+def _by_records(data: bytes, last: bool = False) -> Iterator[bytes]:
+    """``data`` (whole lines) in pieces of at most ``MAX_BATCH_RECORDS`` lines. ``last``: the final piece is
+    yielded even when empty (it carries a truncated stream's tail)."""
+    if data.count(b"\n") < MAX_BATCH_RECORDS:
+        yield data
+        return
+    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    start = 0
+    for cut in (ends[MAX_BATCH_RECORDS - 1 :: MAX_BATCH_RECORDS] + 1).tolist():
+        yield data[start:cut]
+        start = cut
+    if start < len(data) or last:
+        yield data[start:]
+
+
+def _parse_lines(
+    source: str, data: bytes, cfg: InputSpec, line: int, consumed: int, problem: str | None = None,
+    reason: str = "truncated_file",
+) -> Iterator[RawBatch]:  # fmt: skip
+    """JSONL records of ``data`` as batches of bounded record count; the last one carries ``problem`` (the
+    stream's cut tail) and the ``consumed`` bytes."""
+    pieces = list(_by_records(data, last=problem is not None))
+    for k, piece in enumerate(pieces):
+        final = k == len(pieces) - 1
+        batch = read_jsonl(source, piece, problem if final else None, cfg, line, reason)
+        line += batch.n_input
+        batch.consumed = consumed if final else 0
+        yield batch
+
+
 def iter_line_range(
     source: str, start: int, end: int, first_line: int, cfg: InputSpec, batch_bytes: int
 ) -> Iterator[RawBatch]:
@@ -90,10 +126,10 @@ def iter_line_range(
     line = first_line
     for lo in range(start, end, batch_bytes):
         hi = min(lo + batch_bytes, end)
-        batch = read_jsonl(source, read_line_range(source, lo, hi, cfg.max_doc_bytes + 1), None, cfg, line)
-        line += batch.n_input
-        batch.consumed = hi - lo
-        yield batch
+        data = read_line_range(source, lo, hi, cfg.max_doc_bytes + 1)
+        for batch in _parse_lines(source, data, cfg, line, hi - lo):
+            line += batch.n_input
+            yield batch
 
 
 def _inflated(source: str, handle: BinaryIO, size: int, chunk: int = READ_CHUNK) -> StreamInflater:
@@ -121,17 +157,15 @@ def iter_compressed_jsonl(source: str, size: int, cfg: InputSpec, batch_bytes: i
             buffer += piece[first : last + 1]
             pending = bytearray(piece[last + 1 : last + 1 + cap])
             if len(buffer) >= batch_bytes:
-                batch = read_jsonl(source, bytes(buffer), None, cfg, line)
+                for batch in _parse_lines(source, bytes(buffer), cfg, line, inflater.consumed - reported):
+                    line += batch.n_input
+                    yield batch
                 buffer.clear()
-                line += batch.n_input
-                batch.consumed, reported = inflater.consumed - reported, inflater.consumed
-                yield batch
+                reported = inflater.consumed
         tail = bytes(buffer + pending)
         if inflater.problem is None and pending:
             tail += b"\n"  # the last record has no newline after it
-        batch = read_jsonl(source, tail, inflater.problem, cfg, line, inflater.reason)
-        batch.consumed = size - reported
-        yield batch
+        yield from _parse_lines(source, tail, cfg, line, size - reported, inflater.problem, inflater.reason)
 
 
 class _HeldBackReader(io.RawIOBase):
@@ -182,19 +216,23 @@ def iter_csv(source: str, size: int, cfg: InputSpec, batch_bytes: int) -> Iterat
         return io.BufferedReader(reader, READ_CHUNK), reader
 
     parse = pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid_row)
-    read = pcsv.ReadOptions(block_size=max(batch_bytes, 1 << 16))
+    read = pcsv.ReadOptions(block_size=min(max(batch_bytes, 1 << 16), CSV_BLOCK_BYTES))
     row, reported = 1, 0
+    if size == 0 and compression_of(source) is not None:
+        yield unreadable(source, f"an empty file is not a {compression_of(source)} stream", "truncated_file")
+        return
     try:
-        with open_input(source) as handle:  # the header alone, so that every column can be read as a string
+        with open_input(source) as handle:  # the header alone, so that every column can be read as bytes
             names = pcsv.open_csv(open_stream(handle)[0], read_options=read, parse_options=parse).schema.names
         col.bad.clear()
         col.n_input = 0
-        convert = pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False)
+        convert = pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.binary()), strings_can_be_null=False)
         with open_input(source) as handle:
             stream, held = open_stream(handle)
             reader = pcsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
             for record_batch in reader:
-                batch = _table_to_batch(source, pa.Table.from_batches([record_batch]), cfg, col, row)
+                table = _utf8_rows(pa.Table.from_batches([record_batch]), col, row)
+                batch = _table_to_batch(source, table, cfg, col, row, keep=table.column("__row").to_numpy())
                 row += record_batch.num_rows
                 position = held.inflater.consumed if held else handle.tell()
                 batch.consumed, reported = max(position - reported, 0), max(position, reported)
@@ -213,6 +251,34 @@ def iter_csv(source: str, size: int, cfg: InputSpec, batch_bytes: int) -> Iterat
     batch = col.batch()
     batch.consumed = size - reported
     yield batch
+
+
+#: Arrow parses a CSV in blocks of this size at most: a row (quoted newlines included) must fit in one, and the
+#: rows a block rejects are held as quarantine records until it is parsed.
+CSV_BLOCK_BYTES = 4 << 20
+
+
+def _utf8_rows(table: pa.Table, col: _Collector, first_row: int) -> pa.Table:
+    """Binary CSV columns as strings; a row with a value that is not UTF-8 is quarantined (``invalid_utf8``), not
+    the whole file. ``__row`` keeps each remaining row's position in the block, for its row number."""
+    strings = pa.schema([(name, pa.string()) for name in table.column_names])
+    positions = pa.array(np.arange(table.num_rows))
+    try:
+        return table.cast(strings).append_column("__row", positions)
+    except pa.ArrowInvalid:
+        pass
+    bad = np.zeros(table.num_rows, bool)
+    for column in table.columns:
+        for k, value in enumerate(column.to_pylist()):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as error:
+                if not bad[k]:
+                    col.n_input += 1
+                    col.quarantine(first_row + k, "invalid_utf8", f"invalid UTF-8 at byte {error.start}", raw=value)
+                bad[k] = True
+    good = pa.array(~bad)
+    return table.filter(good).cast(strings).append_column("__row", positions.filter(good))
 
 
 def iter_parquet(
@@ -290,15 +356,16 @@ def iter_file(source: str, fmt: str, size: int, cfg: InputSpec, batch_bytes: int
 
 
 def coalesce(batches: Iterable[RawBatch], batch_bytes: int) -> Iterator[RawBatch]:
-    """Consecutive small batches (small files) joined up to ``batch_bytes`` of text, so stages see few big
-    batches; a big batch passes through as it is."""
+    """Consecutive small batches (small files) joined up to ``batch_bytes`` of text or ``MAX_BATCH_RECORDS``
+    records, so stages see few big batches; a big batch passes through as it is."""
     held: list[RawBatch] = []
-    text = 0
+    text = records = 0
     for batch in batches:
         held.append(batch)
         text += batch.documents.column("text").nbytes
-        if text >= batch_bytes:
+        records += batch.n_input
+        if text >= batch_bytes or records >= MAX_BATCH_RECORDS:
             yield concat_batches(held)
-            held, text = [], 0
+            held, text, records = [], 0, 0
     if held:
         yield concat_batches(held)

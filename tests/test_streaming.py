@@ -258,3 +258,28 @@ def test_a_one_gigabyte_compressed_file_runs_within_a_two_gib_worker(tmp_path: P
         peaks = client.run(_peak_rss_gib)
     assert funnel.balanced and funnel.kept == funnel.input > 1_000_000
     assert max(peaks.values()) < 2.0, peaks
+
+
+def test_a_csv_row_with_bad_utf8_is_one_quarantine_record_and_the_others_are_kept(tmp_path: Path) -> None:
+    rows = b"".join(b"%d,row number %d\n" % (i, i) for i in range(3000))
+    source = tmp_path / "bad.csv"
+    source.write_bytes(b"id,text\n" + rows.replace(b"row number 1500\n", b"row \xff 1500\n"))
+    for batch_bytes in (1024, 1 << 25):
+        docs, bad, n_input = _rows(iter_csv(str(source), source.stat().st_size, InputSpec(url="x"), batch_bytes))
+        assert bad == [(1501, "invalid_utf8")] and len(docs) == 2999 and n_input == 3000
+        assert docs[-1] == ("2999", 3000)
+
+
+def test_columnar_oddities_are_read_or_quarantined_per_row(tmp_path: Path) -> None:
+    """A duplicated text column quarantines each row (which column is the text?); dictionary-encoded text and
+    ids that are structs are read."""
+    cfg = InputSpec(url="x")
+    dup = tmp_path / "dup.csv"
+    dup.write_text("text,text\na,b\nc,d\n")
+    docs, bad, n_input = _rows(iter_csv(str(dup), dup.stat().st_size, cfg, 1 << 20))
+    assert not docs and [b[1] for b in bad] == ["duplicate_field"] * 2 and n_input == 2
+    odd = tmp_path / "odd.parquet"
+    table = pa.table({"text": pa.array(["x y", "z w"]).dictionary_encode(), "id": [{"a": 1}, {"a": 2}]})
+    pq.write_table(table, odd)
+    batch = concat_batches(list(iter_parquet(str(odd), None, 1, odd.stat().st_size, cfg, 1 << 20)))
+    assert batch.documents.column("id").to_pylist() == ['{"a":1}', '{"a":2}'] and batch.quarantine.num_rows == 0
