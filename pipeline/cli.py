@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         console.print(f"{args.spec}: valid ({len(spec.stages)} stages: {', '.join(s.stage for s in spec.stages)})")
         return 0
-    from pipeline.runner import JobConflictError, run_workflow
+    from pipeline.runner import JobConflictError, WorkerDiedError, run_workflow
 
     try:
         result = run_workflow(
@@ -148,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     except (StorageError, UnknownFormatError, JobConflictError, DedupIndexError, MixSelectorError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         return 2
+    except WorkerDiedError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        console.print("interrupted: finished partitions are kept; run the same command again to resume")
+        return 130
     print_funnel(result.manifest, result.output)
     return 0
 

@@ -213,7 +213,9 @@ def _compute_decisions(
     for n, _ in enumerate(as_finished(client, parts, cancelled, what), start=1):
         if n == len(parts) or n % max(1, len(parts) // 10) == 0:
             on_phase(f"{step}: keys of {n}/{len(parts)} batches read")
-    on_phase(f"{step}: shuffling keys by hash and LSH bucket, verifying candidates, clustering")
+    shuffles = " and ".join(x for x, on in (("exact hash", exact), ("LSH bucket", minhash)) if on is not None)
+    checks = ", verifying candidate pairs" if minhash is not None else ""
+    on_phase(f"{step}: shuffling keys by {shuffles}{checks}, clustering")
     frames: list[dd.DataFrame] = []
     if exact is not None:
         keys = _frame(parts, "exact", EXACT_META)

@@ -116,13 +116,20 @@ def _describe(plan: PartitionPlan) -> str:
     return f"{len(plan.sources)} files from {plan.sources[0]} to {plan.sources[-1]}"
 
 
-def _worker_died(client: Client, spec: WorkflowSpec, plan: PartitionPlan) -> WorkerDiedError:
+def _budget(client: Client) -> str:
+    """The workers' memory limits, read while they are alive (a dead worker no longer reports its own)."""
     limits = {w.get("memory_limit") for w in client.scheduler_info().get("workers", {}).values()}
-    budget = ", ".join(sorted(format_bytes(x) for x in limits if x)) or "unknown"
+    return ", ".join(sorted(format_bytes(x) for x in limits if x)) or "none set"
+
+
+def _worker_died(spec: WorkflowSpec, plan: PartitionPlan, budget: str) -> WorkerDiedError:
+    shard = spec.output.shard_sequences * spec.pack.seq_len * 4 if spec.pack else 0
+    held = f"; a shard being written holds up to {format_bytes(shard)} (output.shard_sequences)" if shard else ""
     return WorkerDiedError(
         f"{plan.name} ({_describe(plan)}) was running on a worker that died, most likely out of memory "
-        f"(memory budget per worker: {budget}). Lower input.batch_bytes (now {format_bytes(spec.input.batch_bytes)}) "
-        "or give each worker more memory (refinery run --worker-memory, fewer --workers)."
+        f"(memory budget per worker: {budget}{held}). Lower input.batch_bytes (now "
+        f"{format_bytes(spec.input.batch_bytes)}) or give each worker more memory (refinery run --worker-memory, "
+        "fewer --workers); the changed job needs a new output location."
     )
 
 
@@ -179,17 +186,15 @@ def run_workflow(
             dask_client(scheduler, workers, worker_memory) as client,
             JobProgress(spec.name, steps, total, show_progress, hooks.on_progress) as progress,
         ):
-            for plan in plans:  # resumed splits count as done
-                if plan.index in finished:
-                    for step in steps:
-                        progress.advance(step, sum(plan.sizes))
             plans = number_lines(client, spec, plans, hooks.cancelled)
             for segment in segments:
                 if segment.barrier:
-                    if len(finished) == len(plans):
-                        break
                     compute_decisions(client, spec, segment, plans, hooks.cancelled, progress.set_phase)
                 pending = [p for p in plans if p.index not in finished and not segment_done(spec, segment, p)]
+                for plan in plans:  # what a resumed job finished before counts as done
+                    if plan not in pending:
+                        for step in segment.steps:
+                            progress.advance(step, sum(plan.sizes))
                 _run_segment(client, spec, segment, pending, progress, hooks)
     reports = [_report(spec, p) for p in plans]
     manifest = commit_job(spec, reports)
@@ -222,6 +227,7 @@ def _run_segment(
         return
     prefix = spec.task_prefix()
     by_key: dict[str, PartitionPlan] = {}
+    budget = _budget(client)
 
     def on_event(event: tuple[float, dict]) -> None:
         message = event[1]
@@ -241,7 +247,7 @@ def _run_segment(
             if future.status == "error":
                 error = future.exception()
                 if isinstance(error, KilledWorker):
-                    raise _worker_died(client, spec, by_key[future.key]) from None
+                    raise _worker_died(spec, by_key[future.key], budget) from None
                 error.add_note(f"(raised by Dask task {future.key}: {_describe(by_key[future.key])})")
                 raise error
     finally:

@@ -59,6 +59,12 @@ class Segment:
         return not self.next_barrier
 
     @property
+    def steps(self) -> list[str]:
+        """The progress steps this segment advances."""
+        head = ["read"] if self.index == 0 else [s.stage for s in self.barrier]
+        return [*head, *(s.stage for s in self.stages), *(["write"] if self.terminal else [])]
+
+    @property
     def barrier_name(self) -> str:
         """Prefix of the columns the barrier adds (``dedup_cluster``; ``dedup2_cluster`` for a second one)."""
         return "dedup" if self.index <= 1 else f"dedup{self.index}"

@@ -35,6 +35,17 @@ def strip_compression(url: str) -> str:
 ZSTD_INPUT_CHUNK = 4096
 
 
+def _until_fault(inflater: zlib._Decompress, data: bytes) -> Iterator[bytes]:
+    """What ``inflater`` yields from ``data``, a byte of input at a time, up to the call that raises."""
+    for k in range(len(data)):
+        try:
+            piece = inflater.decompress(data[k : k + 1])
+        except zlib.error:
+            return
+        if piece:
+            yield piece
+
+
 class StreamInflater:
     """Decompress a file handle piece by piece, every piece at most ``chunk`` bytes, and say afterwards whether the
     stream ended cleanly (``problem``). Multi-member gzip and multi-frame zstd files are read through."""
@@ -77,9 +88,13 @@ class StreamInflater:
             if inflater.eof:  # the next member of a multi-member file
                 inflater, started = zlib.decompressobj(wbits=47), False
             started = True
+            saved = inflater.copy()
             try:
                 yield inflater.decompress(pending, self.chunk)
             except zlib.error as error:
+                # The failing call's output is lost with it; replay from the saved state in small steps so that
+                # everything before the fault is kept, at every chunk size (a bad CRC comes after intact data).
+                yield from _until_fault(saved, pending)
                 self.problem = f"corrupt gzip stream: {error}"
                 return
             pending = inflater.unconsumed_tail or inflater.unused_data

@@ -151,8 +151,8 @@ def read_jsonl(
     col = _Collector(source, tuple(cfg.keep_fields))
     for number, line in enumerate(_split_lines(col, data, problem, first_line, reason), start=first_line):
         col.n_input += 1
-        if len(line) > cfg.max_doc_bytes:
-            col.quarantine(number, "too_large", f"record of {len(line)} bytes > max_doc_bytes", raw=line)
+        if len(line) > cfg.max_doc_bytes:  # long lines are cut when read, so their full length is not known here
+            col.quarantine(number, "too_large", f"record longer than max_doc_bytes ({cfg.max_doc_bytes})", raw=line)
             continue
         if not line.strip():
             col.quarantine(number, "blank_line", "blank line", raw=line)

@@ -1,8 +1,9 @@
-"""Write one packed-sequence shard in each configured format and describe it for the manifest.
+"""Write packed-sequence shards in each configured format, as sequences arrive, and describe them for the manifest.
 
-Files go to temporary names and are renamed when complete (``AtomicWriter``), so a crashed or killed task never
-leaves a half shard under a final name. Token columns are streamed chunk by chunk, so writing a shard costs
-little memory beyond the sequences it holds.
+A shard's files are open while its sequences come in (Megatron ``.bin`` files appended chunk by chunk, Parquet
+row groups appended), so a worker holds one batch of sequences, not a whole shard. Files go to temporary names and
+are renamed when the shard is complete (``AtomicWriter``): a crashed or killed task never leaves a half shard under
+a final name. The ``.idx`` files, small, are written when the shard closes.
 """
 
 from __future__ import annotations
@@ -18,83 +19,91 @@ from schemas.manifest import ShardEntry
 from storage.fs import AtomicWriter, join, write_bytes_atomic
 from storage.megatron import encode_index
 
+#: (file suffix, column, dtype) of the Megatron indexed datasets of a shard; loss_mask only for SFT.
 MEGATRON_COLUMNS = (("", "input_ids", np.int32), (".cu_seqlens", "cu_seqlens", np.int32),
                     (".loss_mask", "loss_mask", np.int8))  # fmt: skip
 
 
-def _write_indexed(url: str, column: pa.ChunkedArray, dtype: type) -> tuple[str, int]:
-    """Stream a list column as a Megatron ``.bin`` (chunk by chunk, no flat copy of the whole shard) and write
-    its ``.idx``; returns the .bin's sha256 and byte size."""
-    lengths = []
-    with AtomicWriter(url) as out:
-        for chunk in column.chunks:
-            offsets = chunk.offsets.to_numpy()
-            lengths.append(np.diff(offsets))
-            values = chunk.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
-            out.write(np.ascontiguousarray(values.astype(dtype, copy=False)).data)
-    return out.sha256.hexdigest(), np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+class _OpenShard:
+    """One shard's files while its sequences are written."""
 
+    def __init__(self, shards_url: str, name: str, partition: int, formats: list[str], schema: pa.Schema) -> None:
+        self.shards_url, self.name, self.partition = shards_url, name, partition
+        self.megatron = [
+            (suffix, column, dtype, AtomicWriter(join(shards_url, f"{name}{suffix}.bin")).__enter__(), [])
+            for suffix, column, dtype in MEGATRON_COLUMNS
+            if "megatron" in formats and column in schema.names
+        ]
+        self.parquet_file = self.parquet = None
+        if "parquet" in formats:
+            self.parquet_file = AtomicWriter(join(shards_url, f"{name}.parquet")).__enter__()
+            self.parquet = pq.ParquetWriter(pa.PythonFile(self.parquet_file, mode="w"), schema, compression="zstd",
+                                            use_dictionary=False)  # fmt: skip
+        self.sequences = self.tokens = self.padding = 0
+        self.documents: set[str] = set()
 
-def write_shard(shards_url: str, name: str, partition: int, table: pa.Table, formats: list[str]) -> ShardEntry:
-    """Write one shard in each format, file by file and chunk by chunk (Parquet writes are deterministic: no
-    timestamps in the metadata)."""
-    digests: dict[str, str] = {}
-    if "megatron" in formats:
-        for suffix, column, dtype in MEGATRON_COLUMNS:
-            if column not in table.column_names:
-                continue
-            digests[f"{name}{suffix}.bin"], lengths = _write_indexed(join(shards_url, f"{name}{suffix}.bin"),
-                                                                     table.column(column), dtype)  # fmt: skip
-            index = encode_index(np.dtype(dtype), lengths)
-            write_bytes_atomic(join(shards_url, f"{name}{suffix}.idx"), index)
-            digests[f"{name}{suffix}.idx"] = hashlib.sha256(index).hexdigest()
-    if "parquet" in formats:
-        with AtomicWriter(join(shards_url, f"{name}.parquet")) as out:
-            pq.write_table(table, pa.PythonFile(out, mode="w"), compression="zstd", use_dictionary=False,
-                           row_group_size=1024)  # fmt: skip
-        digests[f"{name}.parquet"] = out.sha256.hexdigest()
-    n_pad = table.column("n_pad").to_numpy()
-    # list_value_length and flatten respect slices (a shard is often a slice of a longer run of sequences);
-    # ``.values`` would not.
-    n_tokens = int(pc.sum(pc.list_value_length(table.column("input_ids"))).as_py() or 0)
-    documents = pc.count_distinct(table.column("doc_ids").combine_chunks().flatten()).as_py() if table.num_rows else 0
-    return ShardEntry(
-        shard=name,
-        partition=partition,
-        sequences=table.num_rows,
-        tokens=int(n_tokens - n_pad.sum()),
-        padding=int(n_pad.sum()),
-        documents=documents,
-        files=dict(sorted(digests.items())),  # sorted, as the JSON completion marker stores them
-    )
+    def write(self, table: pa.Table) -> None:
+        for _, column, dtype, out, lengths in self.megatron:
+            for chunk in table.column(column).chunks:
+                offsets = chunk.offsets.to_numpy()
+                lengths.append(np.diff(offsets))
+                values = chunk.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+                out.write(np.ascontiguousarray(values.astype(dtype, copy=False)).data)
+        if self.parquet is not None:
+            self.parquet.write_table(table, row_group_size=1024)
+        self.sequences += table.num_rows
+        # list_value_length and flatten respect slices (a shard often starts inside a batch); ``.values`` would not
+        self.tokens += int(pc.sum(pc.list_value_length(table.column("input_ids"))).as_py() or 0)
+        self.padding += int(pc.sum(table.column("n_pad")).as_py() or 0)
+        self.documents.update(table.column("doc_ids").combine_chunks().flatten().unique().to_pylist())
+
+    def close(self) -> ShardEntry:
+        digests: dict[str, str] = {}
+        for suffix, _, dtype, out, lengths in self.megatron:
+            out.__exit__(None, None, None)
+            digests[f"{self.name}{suffix}.bin"] = out.sha256.hexdigest()
+            index = encode_index(np.dtype(dtype), np.concatenate(lengths) if lengths else np.zeros(0, np.int64))
+            write_bytes_atomic(join(self.shards_url, f"{self.name}{suffix}.idx"), index)
+            digests[f"{self.name}{suffix}.idx"] = hashlib.sha256(index).hexdigest()
+        if self.parquet is not None:
+            self.parquet.close()
+            self.parquet_file.__exit__(None, None, None)
+            digests[f"{self.name}.parquet"] = self.parquet_file.sha256.hexdigest()
+        return ShardEntry(
+            shard=self.name,
+            partition=self.partition,
+            sequences=self.sequences,
+            tokens=self.tokens - self.padding,
+            padding=self.padding,
+            documents=len(self.documents),
+            files=dict(sorted(digests.items())),  # sorted, as the JSON completion marker stores them
+        )
 
 
 class ShardWriter:
     """Shards of one split, written as packed sequences arrive: a shard is cut every ``max_sequences``
-    sequences, so memory holds at most one shard, whatever the split's size."""
+    sequences; memory holds the current batch of sequences, whatever the shard or split size."""
 
     def __init__(self, shards_url: str, prefix: str, partition: int, formats: list[str], max_sequences: int) -> None:
         self.shards_url, self.prefix, self.partition = shards_url, prefix, partition
         self.formats, self.max_sequences = formats, max_sequences
-        self.held: list[pa.Table] = []
-        self.n_held = 0
+        self.open: _OpenShard | None = None
         self.entries: list[ShardEntry] = []
 
     def add(self, sequences: pa.Table) -> None:
-        if sequences.num_rows:
-            self.held.append(sequences)
-            self.n_held += sequences.num_rows
-        while self.n_held >= self.max_sequences:
-            self._write(self.max_sequences)
+        while sequences.num_rows:
+            if self.open is None:
+                name = f"{self.prefix}-{len(self.entries):04d}"
+                self.open = _OpenShard(self.shards_url, name, self.partition, self.formats, sequences.schema)
+            room = self.max_sequences - self.open.sequences
+            self.open.write(sequences.slice(0, room))
+            sequences = sequences.slice(room)
+            if self.open.sequences >= self.max_sequences:
+                self.entries.append(self.open.close())
+                self.open = None
 
     def close(self) -> list[ShardEntry]:
-        if self.n_held:
-            self._write(self.n_held)
+        if self.open is not None:
+            self.entries.append(self.open.close())
+            self.open = None
         return self.entries
-
-    def _write(self, n: int) -> None:
-        table = pa.concat_tables(self.held)
-        name = f"{self.prefix}-{len(self.entries):04d}"
-        self.entries.append(write_shard(self.shards_url, name, self.partition, table.slice(0, n), self.formats))
-        rest = table.slice(n)
-        self.held, self.n_held = ([rest] if rest.num_rows else []), rest.num_rows
