@@ -149,7 +149,8 @@ def wait_for_job(
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path)
+    """A service whose jobs may use tiny partitions (so a small test corpus still spans several)."""
+    running = Server(tmp_path, env={"REFINERY_MIN_PARTITION_BYTES": "1024"})
     running.start()
     try:
         yield running

@@ -75,6 +75,15 @@ def test_sql_through_an_output_path_neither_escapes_nor_breaks_anyone(site: tupl
     assert not exfil.exists()
 
 
+def test_tiny_partitions_or_batches_are_refused_by_the_service(site: tuple[Server, Path]) -> None:
+    """Thousands of 1 KiB splits cost the service minutes and gigabytes; its floors refuse them, naming the field."""
+    server, _ = site
+    with server.client() as client:
+        for name in ("partition_bytes", "batch_bytes"):
+            response = _submit(client, f"out/tiny-{name}", set=["stages.1.seq_len=256", f"input.{name}=1024"])
+            assert response.status_code == 422 and f"input.{name}: must be >=" in response.json()["detail"]
+
+
 def test_every_path_field_of_a_spec_is_held_to_the_data_root(site: tuple[Server, Path]) -> None:
     server, outside = site
     admin = server.client()
