@@ -1,4 +1,5 @@
-"""Split the input into partitions of about ``input.partition_bytes`` of text, shaped by the data, not the files.
+"""Split the input into partitions of about ``input.partition_bytes`` of text (less for a small corpus, see
+:func:`split_target`), shaped by the data, not the files.
 
 - Parquet: one partition per run of row groups adding up to the target (the footer says their uncompressed size).
 - Uncompressed JSONL: byte ranges of the target size; a record belongs to the range where its first byte lies
@@ -32,6 +33,18 @@ from storage.streams import count_newlines
 #: Assumed text bytes per stored byte of a compressed file (gzip/zstd/Parquet of prose are 3-5x), used only to
 #: decide how many small files share a partition.
 COMPRESSED_TEXT_RATIO = 4
+
+
+#: A corpus smaller than ``SPLITS_WANTED`` x ``partition_bytes`` is cut into about ``SPLITS_WANTED`` splits (none
+#: under ``MIN_SPLIT_BYTES``), so that a 64 MB corpus keeps every core busy instead of making one task.
+SPLITS_WANTED = 16
+MIN_SPLIT_BYTES = 8 * 2**20
+
+
+def split_target(partition_bytes: int, total_text: int) -> int:
+    """Text per split: ``partition_bytes``, or less for a small corpus. A function of the input and the spec only
+    (not of the cluster), so the plan, and the output, are the same on any number of workers."""
+    return min(partition_bytes, max(total_text // SPLITS_WANTED, MIN_SPLIT_BYTES))
 
 
 def _text_bytes(source: str, fmt: str, size: int) -> int:
@@ -69,7 +82,9 @@ def plan_partitions(spec: WorkflowSpec, roots: tuple[str, ...] = ()) -> list[Par
     (symlinks), special files and files with undecodable names are never opened; they form one last partition that
     quarantines each of them."""
     listing = list_inputs(spec.input.url, roots)
-    target, max_files = spec.input.partition_bytes, spec.input.max_files_per_partition
+    max_files = spec.input.max_files_per_partition
+    total = sum(_text_bytes(f, detect_format(f, spec.input.format), n) for f, n in listing.sizes.items())
+    target = split_target(spec.input.partition_bytes, total)
     plans: list[PartitionPlan] = []
     group: list[str] = []
     group_format, group_bytes = "", 0

@@ -74,20 +74,23 @@ class StreamInflater:
                 self.produced += len(piece)
                 yield piece
 
+    def _end(self, complete: bool) -> None:
+        """At the end of the file: say why the stream is not whole, if it is not."""
+        if self.consumed == 0:
+            self.problem = f"an empty file is not a {self.compression} stream"
+        elif not complete:
+            self.problem = f"{self.compression} stream ends before its end marker (truncated file)"
+
     def _gunzip(self) -> Iterator[bytes]:
-        inflater, pending, started = zlib.decompressobj(wbits=47), b"", False
+        inflater, pending = zlib.decompressobj(wbits=47), b""
         while True:
             if not pending:
                 pending = self._read(1 << 16)
                 if not pending:
-                    if started and not inflater.eof:
-                        self.problem = "gzip stream ends before its end marker (truncated file)"
-                    elif not started and self.consumed == 0:
-                        self.problem = "an empty file is not a gzip stream"
+                    self._end(inflater.eof)
                     return
             if inflater.eof:  # the next member of a multi-member file
-                inflater, started = zlib.decompressobj(wbits=47), False
-            started = True
+                inflater = zlib.decompressobj(wbits=47)
             saved = inflater.copy()
             try:
                 yield inflater.decompress(pending, self.chunk)
@@ -100,20 +103,15 @@ class StreamInflater:
             pending = inflater.unconsumed_tail or inflater.unused_data
 
     def _unzstd(self) -> Iterator[bytes]:
-        inflater, started = zstandard.ZstdDecompressor().decompressobj(), False
-        pending = b""
+        inflater, pending = zstandard.ZstdDecompressor().decompressobj(), b""
         while True:
             if not pending:
                 pending = self._read(ZSTD_INPUT_CHUNK)
                 if not pending:
-                    if started and not inflater.eof:
-                        self.problem = "zstd stream ends before its end marker (truncated file)"
-                    elif not started and self.consumed == 0:
-                        self.problem = "an empty file is not a zstd stream"
+                    self._end(inflater.eof)
                     return
-            if inflater.eof:
-                inflater, started = zstandard.ZstdDecompressor().decompressobj(), False
-            started = True
+            if inflater.eof:  # the next frame of a multi-frame file
+                inflater = zstandard.ZstdDecompressor().decompressobj()
             try:
                 out = inflater.decompress(pending)
             except zstandard.ZstdError as error:

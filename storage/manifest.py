@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.manifest import Manifest
-from storage.fs import check_real_location, filesystem, join, read_bytes, write_bytes_atomic
+from storage.fs import check_real_location, filesystem, join, open_input, write_bytes_atomic
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -88,10 +88,16 @@ def write_cluster_table(out: str, partitions: list[int]) -> None:
     check_real_location(posixpath.dirname(path))
     tmp = f"{posixpath.dirname(path)}/.tmp-{uuid.uuid4().hex}-clusters.parquet"  # a name nobody can plant ahead
     with fs.open(tmp, "wb") as handle, pq.ParquetWriter(handle, CLUSTER_SCHEMA) as writer:
-        for partition in partitions:
+        for partition in partitions:  # a row group at a time: a partition's docs file may be large
             part = join(out, "docs", f"part-{partition:05d}.parquet")
-            docs = pq.read_table(pa.BufferReader(read_bytes(part, real=True)))
-            steps = sorted(c[: -len("_cluster")] for c in docs.column_names if re.fullmatch(r"dedup\d*_cluster", c))
-            for step in steps:
-                writer.write_table(_cluster_rows(docs, step, partition))
+            with open_input(part, real=True) as handle:
+                docs_file = pq.ParquetFile(handle)
+                names = docs_file.schema_arrow.names
+                steps = sorted(c[: -len("_cluster")] for c in names if re.fullmatch(r"dedup\d*_cluster", c))
+                wanted = ["id", "source", "line", "status", "stage"]
+                wanted += [f"{s}_{kind}" for s in steps for kind in ("cluster", "similarity")]
+                for batch in docs_file.iter_batches(columns=wanted):
+                    docs = pa.Table.from_batches([batch])
+                    for step in steps:
+                        writer.write_table(_cluster_rows(docs, step, partition))
     fs.mv(tmp, path)

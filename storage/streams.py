@@ -333,7 +333,9 @@ def iter_text(source: str, size: int, cfg: InputSpec) -> Iterator[RawBatch]:
     yield batch
 
 
-def iter_file(source: str, fmt: str, size: int, cfg: InputSpec, batch_bytes: int, roots: tuple[str, ...]):
+def iter_file(
+    source: str, fmt: str, size: int, cfg: InputSpec, batch_bytes: int, roots: tuple[str, ...]
+) -> Iterator[RawBatch]:
     """One whole input file as batches; a file that cannot be opened becomes one quarantine record."""
     if "://" not in source:
         why = local_refusal(source, roots)  # again on the worker: the file may have changed since planning
