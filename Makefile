@@ -13,8 +13,9 @@ $(VENV)/.runtime: $(BIN)/activate requirements.lock pyproject.toml
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.test: $(VENV)/.runtime requirements-test.lock
+$(VENV)/.test: $(VENV)/.runtime requirements-test.lock requirements-nodeps.lock
 	$(BIN)/pip install -q -r requirements-test.lock
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.lock
 	touch $@
 
 venv: $(VENV)/.runtime

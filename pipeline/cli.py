@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.manifest import Manifest
-from schemas.spec import SpecError, WorkflowSpec, load_spec
+from schemas.spec import PACKED_FORMATS, SpecError, WorkflowSpec, load_spec
 from stages.mix import MixSelectorError
 from storage.dedup_index import DedupIndexError
 from storage.fs import StorageError
@@ -83,10 +83,21 @@ def print_funnel(manifest: Manifest, output: str) -> None:
     out.print(table)
     for bucket, share in manifest.mix.items():
         out.print(f"mix bucket {bucket}: {share.tokens:,} tokens ({share.share:.1%})")
-    out.print(
-        f"tokens {funnel.tokens:,} in {funnel.sequences:,} sequences ({funnel.padding:,} padding) "
-        f"across {len(manifest.shards)} shard(s)\noutput: {output}  (shards in {output.rstrip('/')}/shards)"
-    )
+    out.print(f"tokens {funnel.tokens:,} (before BOS/EOS); output: {output}")
+    for fmt, tokens in manifest.tokens.items():
+        if fmt in PACKED_FORMATS:
+            where = (
+                f"{funnel.sequences:,} packed sequences ({funnel.padding:,} padding), {len(manifest.shards)} shard(s)"
+            )
+            out.print(f"  {fmt}: {tokens:,} tokens, {where} under shards/", highlight=False)
+        else:
+            n = sum(1 for d in manifest.documents if d.format == fmt)
+            out.print(f"  {fmt}: {tokens:,} tokens, one document per kept document, {n} file(s) under {fmt}/",
+                      highlight=False)  # fmt: skip
+    if manifest.usage:
+        out.print("train on it:")
+        for trainer, snippet in manifest.usage.items():
+            out.print(f"  {trainer}: {snippet}", highlight=False, soft_wrap=True)
 
 
 def _sql(args: argparse.Namespace) -> int:

@@ -26,9 +26,11 @@ from pipeline.partition import PartitionPlan
 from pipeline.planner import number_lines, plan_partitions
 from pipeline.progress import JobProgress
 from pipeline.segments import Segment, run_segment, segment_done, segments_of
+from pipeline.training import bucket_weights, megatron_blend, usage, write_megatron_args
 from pipeline.waiting import as_finished
 from schemas.manifest import Funnel, Manifest, PartitionReport, mix_shares
-from schemas.spec import WorkflowSpec
+from schemas.spec import DOCUMENT_FORMATS, PACKED_FORMATS, WorkflowSpec
+from stages.tokenize import tokenizer_identity
 from storage.fs import (
     StorageError,
     check_real_location,
@@ -260,20 +262,31 @@ def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
     if not funnel.balanced:
         raise AssertionError(f"funnel does not balance: {funnel}")
     pack = spec.pack
+    documents = [d for r in reports for d in r.documents]
+    shards = [s for r in reports for s in r.shards]
+    blend = spec.mix is not None and spec.mix.apply == "blend"
+    tokens = {fmt: sum(d.tokens for d in documents if d.format == fmt) for fmt in DOCUMENT_FORMATS}
+    tokens.update({fmt: sum(s.tokens for s in shards) for fmt in PACKED_FORMATS})
     manifest = Manifest(
         name=spec.name,
         fingerprint=spec.fingerprint(),
         seq_len=pack.seq_len if pack else None,
         pack_mode=pack.mode if pack else None,
         shard_formats=list(spec.output.shard_formats),
-        shards=[s for r in reports for s in r.shards],
+        shards=shards,
         funnel=funnel,
-        mix=mix_shares(reports),
+        mix=mix_shares(reports, bucket_weights(spec) if blend else None),
+        documents=documents,
+        tokens={fmt: n for fmt, n in tokens.items() if fmt in spec.output.shard_formats and pack is not None},
+        tokenizer=tokenizer_identity(spec.tokenizer, pack) if spec.tokenizer and pack else None,
+        blend=megatron_blend(spec, documents),
     )
+    manifest.usage = usage(spec, manifest)
     # A task killed mid-write (a lost worker) leaves its temporary file; the rerun committed the real one.
     remove_temporaries(spec.output.url)
     remove_tree(join(spec.output.url, "_work"))  # the segments' per-batch parts and states
     if spec.exact_dedup or spec.minhash_dedup:
         write_cluster_table(spec.output.url, [r.partition for r in reports])
+    write_megatron_args(spec, manifest)
     write_manifest(spec.output.url, manifest)
     return manifest

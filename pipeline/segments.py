@@ -26,13 +26,14 @@ import pyarrow.compute as pc
 from pipeline.partition import REFUSED, PartitionPlan, doc_records
 from schemas.document import DOCUMENT_SCHEMA, DROP_REASON, N_TOKENS, QUARANTINE_SCHEMA
 from schemas.manifest import PartitionReport
-from schemas.spec import WorkflowSpec
+from schemas.spec import PACKED_FORMATS, WorkflowSpec
 from schemas.stages import GLOBAL_STAGES, ExactDedupConfig, MinHashDedupConfig, PackConfig, RlSetConfig, StageBase
 from stages import stage_function
 from stages.dedup import apply_decisions, exact_keys, minhash_keys, order_keys
 from stages.mix import MIX_BUCKET, MIX_COPIES
 from stages.pack import Packer, finish
 from stages.rl_set import VERL_SCHEMA, rl_rows
+from storage.documents import DocumentShards
 from storage.fs import exists, join, local_refusal, read_bytes, write_bytes_atomic
 from storage.parts import merge_parts, part_url, read_part, write_part
 from storage.readers import RawBatch, refused_files
@@ -275,15 +276,25 @@ class _Terminal:
         self.spec, self.plan = spec, plan
         self.work = work_url(spec, index, plan)
         out = spec.output
-        self.packer = Packer(spec.pack) if spec.pack is not None else None
-        self.shards = ShardWriter(join(out.url, "shards"), plan.name, plan.index, list(out.shard_formats),
-                                  out.shard_sequences)  # fmt: skip
+        pack = spec.pack
+        self.packer = Packer(pack) if pack is not None and pack.mode != "none" else None
+        packed = [f for f in out.shard_formats if f in PACKED_FORMATS]
+        self.shards = ShardWriter(join(out.url, "shards"), plan.name, plan.index, packed, out.shard_sequences)
+        blend = spec.mix is not None and spec.mix.apply == "blend"
+        self.documents = (
+            DocumentShards(out.url, plan.name, plan.index, list(out.shard_formats), pack, blend, spec.tokenizer or "")
+            if pack is not None
+            else None
+        )
         self.rl_parts = 0
         self.tokens = 0
         self.mix_tokens: Counter[str] = Counter()
 
     def pack(self, documents: pa.Table) -> None:
-        self.shards.add(self.packer.add(documents))
+        """Lay a batch of tokenized documents out in every format: documents as they are, and packed."""
+        self.documents.add(documents)
+        if self.packer is not None:
+            self.shards.add(self.packer.add(documents))
 
     def rl(self, rows: pa.Table) -> None:
         if rows.num_rows:
@@ -307,6 +318,7 @@ class _Terminal:
         if self.packer is not None:
             self.shards.add(finish(self.packer))
         shards = self.shards.close()
+        documents = self.documents.close() if self.documents is not None else []
         states = [*(SegmentState.load(join(work_url(spec, k, plan), "state.json")) for k in range(index)), state]
         records = [part_url(work_url(spec, k, plan), "records", n) for k, s in enumerate(states)
                    for n, b in enumerate(s.batches) if b["records"]]  # fmt: skip
@@ -327,6 +339,7 @@ class _Terminal:
             quarantined=dict(sorted(states[0].quarantined.items())),
             tokens=self.tokens,
             shards=shards,
+            documents=documents,
             mix_tokens=dict(sorted(self.mix_tokens.items())),
         )
         marker = json.dumps(report.model_dump(mode="json"), indent=1, sort_keys=True).encode()

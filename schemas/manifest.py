@@ -19,6 +19,21 @@ class ShardEntry(BaseModel):
     files: dict[str, str]
 
 
+class DocumentShardEntry(BaseModel):
+    """One committed document-layout shard (``megatron`` or ``datatrove``); ``prefix`` and ``files`` are relative
+    to the output directory (``megatron/part-00000`` → ``.bin``/``.idx``)."""
+
+    format: str
+    prefix: str
+    #: The mix bucket whose documents the shard holds when the mix is left to the trainer's blend.
+    bucket: str | None = None
+    partition: int
+    documents: int
+    #: Tokens written, BOS/EOS included.
+    tokens: int
+    files: dict[str, str]
+
+
 class PartitionReport(BaseModel):
     """What one partition did; written as its completion marker, so a resumed job can skip it."""
 
@@ -30,6 +45,7 @@ class PartitionReport(BaseModel):
     quarantined: dict[str, int] = Field(default_factory=dict)
     tokens: int = 0
     shards: list[ShardEntry] = Field(default_factory=list)
+    documents: list[DocumentShardEntry] = Field(default_factory=list)
     #: Tokens each mix bucket contributes after up/down-sampling (copies counted), when a mix stage ran.
     mix_tokens: dict[str, int] = Field(default_factory=dict)
 
@@ -75,12 +91,35 @@ class MixShare(BaseModel):
     share: float
 
 
-def mix_shares(reports: list[PartitionReport]) -> dict[str, MixShare]:
+def mix_shares(reports: list[PartitionReport], blend_weights: dict[str, float] | None = None) -> dict[str, MixShare]:
+    """Each bucket's tokens and effective share. With copies the tokens already count the copies; with a blend
+    the trainer samples a bucket in proportion to weight x tokens."""
     totals: Counter[str] = Counter()
     for report in reports:
         totals.update(report.mix_tokens)
-    grand = sum(totals.values()) or 1
-    return {bucket: MixShare(tokens=t, share=round(t / grand, 6)) for bucket, t in sorted(totals.items())}
+    sampled = {b: t * (blend_weights.get(b, 1.0) if blend_weights else 1.0) for b, t in totals.items()}
+    grand = sum(sampled.values()) or 1
+    return {b: MixShare(tokens=t, share=round(sampled[b] / grand, 6)) for b, t in sorted(totals.items())}
+
+
+class TokenizerIdentity(BaseModel):
+    """Which tokenizer made the ids, so a trainer can check it loads the same one."""
+
+    name: str
+    sha256: str
+    #: Ids including the added special tokens (DeepSeek-V3/R1: 128,815).
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+
+class BlendEntry(BaseModel):
+    """One Megatron prefix of a trainer-side blend, with its normalised sampling weight."""
+
+    weight: float
+    prefix: str
+    bucket: str
 
 
 class Manifest(BaseModel):
@@ -96,3 +135,12 @@ class Manifest(BaseModel):
     funnel: Funnel
     #: Effective token share of each mix bucket (empty without a mix stage).
     mix: dict[str, MixShare] = Field(default_factory=dict)
+    #: Document-layout shards (megatron, datatrove); ``shards`` are the packed ones.
+    documents: list[DocumentShardEntry] = Field(default_factory=list)
+    #: Tokens written per format (BOS/EOS included, padding not).
+    tokens: dict[str, int] = Field(default_factory=dict)
+    tokenizer: TokenizerIdentity | None = None
+    #: The Megatron blend of a ``mix`` with ``apply: blend`` (also in ``megatron/data-args.txt``).
+    blend: list[BlendEntry] = Field(default_factory=list)
+    #: Ready-to-paste ways to train on the output, per trainer.
+    usage: dict[str, str] = Field(default_factory=dict)

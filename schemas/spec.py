@@ -24,7 +24,11 @@ from schemas.stages import (
 )
 
 InputFormat = Literal["auto", "jsonl", "parquet", "csv", "text"]
-ShardFormat = Literal["megatron", "parquet"]
+ShardFormat = Literal["megatron", "datatrove", "parquet", "megatron_packed"]
+#: Formats that hold one training document per kept input document (the trainer samples its own windows).
+DOCUMENT_FORMATS = ("megatron", "datatrove")
+#: Formats that hold packed, padded sequences of ``pack.seq_len`` tokens with their ``cu_seqlens``.
+PACKED_FORMATS = ("parquet", "megatron_packed")
 
 
 class SpecError(ValueError):
@@ -87,8 +91,22 @@ class OutputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: OutputPath = Field(description="Output directory (local path or fsspec URL).")
-    shard_formats: list[ShardFormat] = Field(default_factory=lambda: ["megatron", "parquet"], min_length=1)
+    shard_formats: list[ShardFormat] = Field(
+        default_factory=lambda: ["megatron", "parquet"],
+        min_length=1,
+        description="megatron: Megatron-LM indexed dataset, one document per kept document (+EOS), no padding, "
+        "what GPTDataset samples from; datatrove: the same documents as datatrove/nanotron .ds files; parquet: "
+        "packed sequences with cu_seqlens; megatron_packed: packed sequences as a Megatron indexed dataset. "
+        "Default: megatron and parquet (megatron alone when pack.mode is none).",
+    )
     shard_sequences: int = Field(16384, gt=0, le=2**24, description="Maximum packed sequences per shard file.")
+
+    @field_validator("shard_formats")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each format may appear only once")
+        return value
 
 
 class WorkflowSpec(BaseModel):
@@ -117,7 +135,27 @@ class WorkflowSpec(BaseModel):
         if where and "tokenize" in names[: where[-1]]:
             raise ValueError(f"stages[{where[-1]}]: dedup runs on text, so it must come before 'tokenize'")
         self._check_mix(names)
+        self._check_layouts()
         return self
+
+    def _check_layouts(self) -> None:
+        """Packed formats need packed sequences; trainer-side blends need the document layout."""
+        pack, out = self.pack, self.output
+        if pack is not None and pack.mode == "none" and "shard_formats" not in out.model_fields_set:
+            out.shard_formats = ["megatron"]
+        packed = [f for f in out.shard_formats if f in PACKED_FORMATS]
+        if pack is not None and pack.mode == "none" and packed:
+            raise ValueError(
+                f"output.shard_formats: {', '.join(packed)} hold packed sequences, but pack.mode is 'none' "
+                f"(documents only): choose pack.mode concat or best_fit, or keep only {' / '.join(DOCUMENT_FORMATS)}"
+            )
+        mix = next((s for s in self.stages if isinstance(s, MixConfig)), None)
+        if mix is not None and mix.apply == "blend" and packed:
+            raise ValueError(
+                f"output.shard_formats: mix.apply 'blend' leaves the weights to the trainer's sampler, which reads "
+                f"the document formats ({' / '.join(DOCUMENT_FORMATS)}); {', '.join(packed)} would hold an unmixed "
+                "corpus: drop them, or use mix.apply 'copies'"
+            )
 
     def _check_mix(self, names: list[str]) -> None:
         """A mix key must name a column that an earlier stage produces (domain: tags; lang: language)."""
@@ -146,6 +184,16 @@ class WorkflowSpec(BaseModel):
     @property
     def pack(self) -> PackConfig | None:
         return next((s for s in self.stages if isinstance(s, PackConfig)), None)
+
+    @property
+    def mix(self) -> MixConfig | None:
+        return next((s for s in self.stages if isinstance(s, MixConfig)), None)
+
+    @property
+    def tokenizer(self) -> str | None:
+        """The tokenizer of the shards' ids (tokenize's, or sft_format's)."""
+        stage = self.tokenize or next((s for s in self.stages if isinstance(s, SftFormatConfig)), None)
+        return stage.tokenizer if stage is not None else None
 
     def task_prefix(self) -> str:
         """Unique per (spec, output): Dask merges tasks with equal keys, so two jobs that differ only in their

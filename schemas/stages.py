@@ -47,10 +47,12 @@ class PackConfig(StageBase):
 
     stage: Literal["pack"] = "pack"
     seq_len: int = Field(4096, gt=0, le=MAX_TOKENS, description="Tokens per packed sequence.")
-    mode: Literal["concat", "best_fit"] = Field(
+    mode: Literal["none", "concat", "best_fit"] = Field(
         "best_fit",
-        description="concat: one stream cut every seq_len tokens; best_fit: best-fit-decreasing bins, a "
-        "document is split only when longer than seq_len (Ding et al. 2024).",
+        description="How the packed formats (parquet, megatron_packed) lay documents out. concat: one stream cut "
+        "every seq_len tokens; best_fit: best-fit-decreasing bins, a document is split only when longer than "
+        "seq_len (Ding et al. 2024); none: no packed sequences, only the document formats (megatron, datatrove). "
+        "BOS/EOS below apply to every format.",
     )
     add_bos: bool = Field(False, description="Put BOS before each document.")
     add_eos: bool = Field(True, description="Put EOS after each document.")
@@ -223,11 +225,18 @@ class MixConfig(StageBase):
 
     Keys select a bucket, first match wins: ``code`` (a ``domain`` value), ``lang=en`` / ``lang!=en`` (any
     column), ``source~wiki`` (source contains). A weight of 2.0 packs every document of the bucket twice; 0.5
-    keeps each with probability 1/2 (decided by a hash of its id and ``seed``, so reruns agree).
+    keeps each with probability 1/2 (decided by a hash of its id and ``seed``, so reruns agree). With
+    ``apply: blend`` nothing is copied or dropped: a bucket's blend weight is its weight x its tokens.
     """
 
     stage: Literal["mix"] = "mix"
     weights: dict[str, float] = Field(default_factory=dict)
+    apply: Literal["copies", "blend"] = Field(
+        "copies",
+        description="copies: lay each document out round(weight) times (physical up/down-sampling); blend: "
+        "write each bucket as its own Megatron/datatrove prefixes, every document once, plus a blend file with "
+        "the weights, so the trainer's sampler applies the mix.",
+    )
     default_weight: float = Field(1.0, ge=0, le=MAX_WEIGHT, description="Weight of documents that match no key.")
     seed: int = Field(0, ge=0, le=2**63 - 1)
 
@@ -291,7 +300,12 @@ class RlSetConfig(StageBase):
     """Terminal stage: write the kept documents as an RL set in verl's Parquet schema (``OUT/rl/``)."""
 
     stage: Literal["rl_set"] = "rl_set"
-    data_source: str = Field("refinery/verified-qa", description="verl picks its reward function by this name.")
+    data_source: str = Field(
+        "lighteval/MATH",
+        description="verl's default_compute_score picks the reward function by this name: 'lighteval/MATH' "
+        "scores the last \\boxed{} answer against the ground truth. A name verl does not route needs a custom "
+        "reward function in the trainer.",
+    )
     ability: str = "math"
     split: str = "train"
     ground_truth_field: str = "ground_truth"

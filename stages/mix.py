@@ -63,8 +63,11 @@ def mix(table: pa.Table, config: MixConfig) -> pa.Table:
         hit = np.asarray(select(table, key).to_numpy(zero_copy_only=False), bool) & open_
         bucket[hit], weight[hit] = key, w
         open_ &= ~hit
-    whole = np.floor(weight)
-    copies = (whole + (uniform(table.column("id"), config.seed) < weight - whole)).astype(np.int64)
+    if config.apply == "blend":  # the trainer samples the mix: every document once, in its bucket's prefix
+        copies = np.ones(n, np.int64)
+    else:
+        whole = np.floor(weight)
+        copies = (whole + (uniform(table.column("id"), config.seed) < weight - whole)).astype(np.int64)
     reason = np.where(copies == 0, "mix:downsampled", None)
     table = table.append_column(MIX_BUCKET, pa.array(bucket.tolist(), pa.string()))
     table = table.append_column(MIX_COPIES, pa.array(copies))

@@ -147,7 +147,7 @@ def pieces_best_fit(doc_offsets: np.ndarray, seq_len: int, fills: list[int] | No
     )
 
 
-def _expand_copies(table: pa.Table) -> pa.Table:
+def expand_copies(table: pa.Table) -> pa.Table:
     """The mix stage's up-sampling: each document laid out ``mix_copies`` times."""
     if "mix_copies" not in table.column_names:
         return table
@@ -180,14 +180,14 @@ class Packer:
         """The sequences closed after adding ``table`` (all of them when ``final``), in a deterministic order."""
         config = self.config
         if table.num_rows:
-            table = _expand_copies(table)
+            table = expand_copies(table)
             self.with_mask = self.with_mask or LOSS_MASK in table.column_names
             stream, doc_offsets = document_stream(table, config)
             doc_ids = table.column("id").combine_chunks()
         else:  # nothing new (the final call may bring no table of tokens at all)
             stream, doc_offsets, doc_ids = np.zeros(0, np.int32), np.zeros(1, np.int64), pa.array([], pa.string())
         with_mask = self.with_mask
-        mask_stream = _mask_stream(table, config) if with_mask and table.num_rows else None
+        new_mask = mask_stream(table, config) if with_mask and table.num_rows else None
         carried = self.open
         if carried is None:
             carried = _Open(np.zeros(0, np.int32), None, _no_pieces(), pa.array([], pa.string()), [])
@@ -210,7 +210,7 @@ class Packer:
         mask = None
         if with_mask:
             old_mask = carried.mask if carried.mask is not None else np.zeros(base, np.int8)
-            mask = np.concatenate([old_mask, mask_stream if mask_stream is not None else np.zeros(0, np.int8)])
+            mask = np.concatenate([old_mask, new_mask if new_mask is not None else np.zeros(0, np.int8)])
         fill = np.bincount(pieces.seq, weights=pieces.length, minlength=pieces.n_seq).astype(np.int64)
         closed = np.ones(pieces.n_seq, bool) if final else self._closed(fill)
         self.open = None if final else _keep_open(tokens, mask, pieces, ids, fill, ~closed)
@@ -283,7 +283,7 @@ def _assemble_closed(
     return packed.append_column(LOSS_MASK, pa.ListArray.from_arrays(column.offsets, values))
 
 
-def _mask_stream(table: pa.Table, config: PackConfig) -> np.ndarray:
+def mask_stream(table: pa.Table, config: PackConfig) -> np.ndarray:
     mask_config = config.model_copy(update={"bos_id": 0, "eos_id": 1, "pad_id": 0})
     if LOSS_MASK not in table.column_names:
         return np.zeros(0, np.int8)

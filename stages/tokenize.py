@@ -6,6 +6,7 @@ The tokenizer loads lazily, once per worker process, so the stage pickles small.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import stat
@@ -16,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.document import N_TOKENS, TOKEN_IDS
+from schemas.manifest import TokenizerIdentity
 from schemas.paths import BUILTIN_TOKENIZERS
-from schemas.stages import TokenizeConfig
+from schemas.stages import PackConfig, TokenizeConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,19 @@ def tokenizer_path(name: str) -> str:
     if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_TOKENIZER_BYTES:
         raise ValueError(f"tokenizer {name!r} is not a regular file of at most {MAX_TOKENIZER_BYTES >> 20} MB")
     return name
+
+
+def tokenizer_identity(name: str, pack: PackConfig | None) -> TokenizerIdentity:
+    """The tokenizer file's sha256 and vocabulary size, with the BOS/EOS/pad ids the pack stage uses."""
+    import tokenizers
+
+    path = tokenizer_path(name)
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    vocab = tokenizers.Tokenizer.from_file(path).get_vocab_size(with_added_tokens=True)
+    pack = pack or PackConfig()
+    return TokenizerIdentity(name=name, sha256=digest, vocab_size=vocab, bos_id=pack.bos_id, eos_id=pack.eos_id,
+                             pad_id=pack.pad_id)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,11 +11,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.manifest import Manifest
+from schemas.spec import PACKED_FORMATS
 from storage.fs import check_real_location, filesystem, join, open_input, write_bytes_atomic
 
 MANIFEST_SCHEMA = pa.schema(
     [
         ("shard", pa.string()),
+        #: ``packed`` (OUT/shards/: parquet, megatron_packed) or ``documents`` (OUT/megatron/, OUT/datatrove/)
+        ("layout", pa.string()),
+        ("format", pa.string()),
+        ("bucket", pa.string()),
         ("partition", pa.int64()),
         ("sequences", pa.int64()),
         ("tokens", pa.int64()),
@@ -30,10 +35,17 @@ MANIFEST_SCHEMA = pa.schema(
 def write_manifest(out: str, manifest: Manifest) -> None:
     write_bytes_atomic(join(out, "stats", "funnel.json"), manifest.funnel.model_dump_json(indent=1).encode())
     write_bytes_atomic(join(out, "manifest.json"), manifest.model_dump_json(indent=1).encode())
+    packed = "+".join(f for f in manifest.shard_formats if f in PACKED_FORMATS)
     rows = [
-        {**s.model_dump(exclude={"files"}), "files": list(s.files), "sha256": list(s.files.values())}
+        {**s.model_dump(exclude={"files"}), "layout": "packed", "format": packed, "bucket": None,
+         "files": list(s.files), "sha256": list(s.files.values())}
         for s in manifest.shards
-    ]
+    ] + [
+        {"shard": d.prefix, "layout": "documents", "format": d.format, "bucket": d.bucket, "partition": d.partition,
+         "sequences": d.documents, "tokens": d.tokens, "padding": 0, "documents": d.documents,
+         "files": list(d.files), "sha256": list(d.files.values())}
+        for d in manifest.documents
+    ]  # fmt: skip
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), sink)
     write_bytes_atomic(join(out, "manifest.parquet"), sink.getvalue().to_pybytes())

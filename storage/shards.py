@@ -32,7 +32,7 @@ class _OpenShard:
         self.megatron = [
             (suffix, column, dtype, AtomicWriter(join(shards_url, f"{name}{suffix}.bin")).__enter__(), [])
             for suffix, column, dtype in MEGATRON_COLUMNS
-            if "megatron" in formats and column in schema.names
+            if "megatron_packed" in formats and column in schema.names
         ]
         self.parquet_file = self.parquet = None
         if "parquet" in formats:

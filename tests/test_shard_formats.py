@@ -23,7 +23,12 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus = write_jsonl_corpus(root / "corpus", files=3, docs_per_file=80)
     # A document whose ids need more than 16 bits, the uint16 overflow other tools lost data to.
     (corpus / "special.jsonl").write_text(json.dumps({"id": "high", "text": "<think>x</think>"}) + "\n")
-    run_workflow(make_spec(str(corpus), str(root / "out")), workers=1, show_progress=False)
+    output = {
+        "url": str(root / "out"),
+        "shard_sequences": 64,
+        "shard_formats": ["megatron_packed", "parquet", "megatron"],
+    }
+    run_workflow(make_spec(str(corpus), str(root / "out"), output=output), workers=1, show_progress=False)
     return root / "out"
 
 
@@ -36,8 +41,14 @@ def test_layout_and_manifest_checksums(job: Path) -> None:
     for shard in manifest["shards"]:
         for name, digest in shard["files"].items():
             assert hashlib.sha256((job / "shards" / name).read_bytes()).hexdigest() == digest
+    for entry in manifest["documents"]:  # document-layout files are named relative to the output
+        for name, digest in entry["files"].items():
+            assert hashlib.sha256((job / name).read_bytes()).hexdigest() == digest
     table = pq.read_table(job / "manifest.parquet")
-    assert table.column("shard").to_pylist() == [s["shard"] for s in manifest["shards"]]
+    assert table.column("shard").to_pylist() == [s["shard"] for s in manifest["shards"]] + [
+        d["prefix"] for d in manifest["documents"]
+    ]
+    assert set(table.column("layout").to_pylist()) == {"packed", "documents"}
     assert sum(s["tokens"] for s in manifest["shards"]) == manifest["funnel"]["tokens"] + manifest["funnel"]["kept"]
     assert not list(job.rglob(".tmp-*")), "no temporary file survives a finished job"
 

@@ -88,3 +88,22 @@ def test_fingerprint_ignores_output_location() -> None:
     b = parse_spec({**BASE, "output": {"url": "b"}})
     c = parse_spec({**BASE, "output": {"url": "b"}, "seed": 1})
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def _layout_spec(formats: list[str] | None, pack_mode: str, mix: dict | None = None) -> dict:
+    output = {"url": "/tmp/out"} | ({"shard_formats": formats} if formats is not None else {})
+    stages = [*([mix] if mix else []), {"stage": "tokenize"}, {"stage": "pack", "mode": pack_mode}]
+    return {"input": {"url": "/tmp/in"}, "output": output, "stages": stages}
+
+
+def test_layouts_cannot_be_mixed_up() -> None:
+    assert parse_spec(_layout_spec(None, "none")).output.shard_formats == ["megatron"], "documents only by default"
+    assert parse_spec(_layout_spec(None, "best_fit")).output.shard_formats == ["megatron", "parquet"]
+    with pytest.raises(SpecError, match=r"parquet hold packed sequences, but pack\.mode is 'none'"):
+        parse_spec(_layout_spec(["megatron", "parquet"], "none"))
+    blend = {"stage": "mix", "weights": {"source~wiki": 2.0}, "apply": "blend"}
+    with pytest.raises(SpecError, match="blend' leaves the weights to the trainer's sampler"):
+        parse_spec(_layout_spec(["megatron", "megatron_packed"], "best_fit", blend))
+    assert parse_spec(_layout_spec(["megatron", "datatrove"], "none", blend)).mix.apply == "blend"
+    with pytest.raises(SpecError, match="only once"):
+        parse_spec(_layout_spec(["megatron", "megatron"], "none"))

@@ -1,0 +1,86 @@
+"""What a trainer needs besides the shards: the Megatron blend of a trainer-side mix, and ready-to-paste usage.
+
+Megatron-LM reads a blend as ``weight prefix weight prefix …`` (``--data-path``, or the same text in a file given
+to ``--data-args-path``) or as JSON ``{"train": […], "valid": …, "test": …}`` (``--per-split-data-args-path``);
+``megatron.training.utils.get_blend_and_blend_per_split`` parses both. A bucket's weight spreads over its shards
+in proportion to their tokens, so the trainer samples bucket ``b`` with probability ``w_b T_b / Σ w T``: the share
+the same mix would have with physical copies, without the copies.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from schemas.manifest import BlendEntry, DocumentShardEntry, Manifest
+from schemas.spec import WorkflowSpec
+from storage.fs import join, write_bytes_atomic
+
+DATA_ARGS = "megatron/data-args.txt"
+PER_SPLIT_ARGS = "megatron/per-split-data-args.json"
+
+
+def bucket_weights(spec: WorkflowSpec) -> dict[str, float]:
+    """Weight of each bucket name the mix stage assigns (its keys, and ``other`` for the rest)."""
+    mix = spec.mix
+    return {} if mix is None else {**mix.weights, "other": mix.default_weight}
+
+
+def megatron_blend(spec: WorkflowSpec, documents: list[DocumentShardEntry]) -> list[BlendEntry]:
+    """Normalised weights of every Megatron prefix of a ``mix`` with ``apply: blend`` (empty otherwise)."""
+    mix = spec.mix
+    if mix is None or mix.apply != "blend":
+        return []
+    weights = bucket_weights(spec)
+    shards = [d for d in documents if d.format == "megatron" and d.tokens]
+    raw = [weights.get(d.bucket or "other", mix.default_weight) * d.tokens for d in shards]
+    total = sum(raw) or 1.0
+    return [
+        BlendEntry(weight=w / total, prefix=join(spec.output.url, d.prefix), bucket=d.bucket or "other")
+        for w, d in zip(raw, shards, strict=True)
+        if w > 0
+    ]
+
+
+def write_megatron_args(spec: WorkflowSpec, manifest: Manifest) -> None:
+    """``megatron/data-args.txt`` (for ``--data-args-path``) and ``megatron/per-split-data-args.json``."""
+    prefixes = [join(spec.output.url, d.prefix) for d in manifest.documents if d.format == "megatron"]
+    if not prefixes:
+        return
+    pairs = [(f"{e.weight:.12g}", e.prefix) for e in manifest.blend] if manifest.blend else [(p,) for p in prefixes]
+    text = "".join(" ".join(pair) + "\n" for pair in pairs)
+    write_bytes_atomic(join(spec.output.url, DATA_ARGS), text.encode())
+    words = [word for pair in pairs for word in pair]
+    per_split = {"train": words, "valid": None, "test": None}
+    write_bytes_atomic(join(spec.output.url, PER_SPLIT_ARGS), json.dumps(per_split, indent=1).encode())
+
+
+def usage(spec: WorkflowSpec, manifest: Manifest) -> dict[str, str]:
+    """One ready-to-paste snippet per trainer that can read this output."""
+    out, formats, snippets = spec.output.url, set(spec.output.shard_formats), {}
+    tokenizer = manifest.tokenizer
+    if "megatron" in formats and manifest.documents:
+        args = [f"--data-args-path {shlex.quote(join(out, DATA_ARGS))}", "--split 99,1,0"]
+        if tokenizer is not None:
+            args += ["--tokenizer-type HuggingFaceTokenizer", "--tokenizer-model deepseek-ai/DeepSeek-V3",
+                     f"--vocab-size {tokenizer.vocab_size}"]  # fmt: skip
+        snippets["megatron"] = " ".join(args) + "  # or --per-split-data-args-path " + join(out, PER_SPLIT_ARGS)
+    if "datatrove" in formats and manifest.documents:
+        seq_len = spec.pack.seq_len if spec.pack else 4096
+        snippets["nanotron / datatrove"] = (
+            "from datatrove.utils.dataset import DatatroveFolderDataset; "
+            f"DatatroveFolderDataset({join(out, 'datatrove')!r}, seq_len={seq_len}, token_size=4, recursive=True)"
+        )
+    if "parquet" in formats and manifest.shards:
+        snippets["hf datasets (packed)"] = (
+            f"datasets.load_dataset('parquet', data_files={join(out, 'shards', '*.parquet')!r}, split='train')"
+            "  # input_ids, cu_seqlens (varlen attention), doc_ids, n_pad"
+        )
+    if "megatron_packed" in formats and manifest.shards:
+        snippets["megatron (packed)"] = (
+            f"IndexedDataset({join(out, 'shards', '<shard>')!r}) and IndexedDataset('<…>.cu_seqlens'): one packed "
+            "sequence per item, for trainers that take packed input"
+        )
+    if spec.stages and spec.stages[-1].stage == "rl_set":
+        snippets["verl"] = f"data.train_files={join(out, 'rl', '*.parquet')} data.prompt_key=prompt"
+    return snippets
