@@ -1,7 +1,13 @@
-"""Tokenize + pack throughput: Refinery vs datatrove's DocumentTokenizer vs raw fastokens, in one run.
+"""Tokenize throughput: Refinery vs datatrove's DocumentTokenizer vs Megatron's preprocess_data.py approach vs raw
+fastokens, in one run.
 
-Same corpus, same tokenizer.json (DeepSeek-V3/R1's), same number of worker processes. Then the same job on a
-corpus 4x larger (distinct text), to check that time scales linearly and worker memory stays flat.
+Same corpus, same tokenizer.json (DeepSeek-V3/R1's), same number of worker processes. Refinery runs the
+``tokenize`` workflow twice: writing Megatron documents (its default: ids + EOS per document, no padding) and
+writing packed sequences (best-fit, Parquet + packed Megatron, the layout it wrote before). Megatron's approach is
+re-enacted as its ``tools/preprocess_data.py --append-eod`` does it: a ``multiprocessing.Pool`` whose workers
+``json.loads`` each line and encode it with the HF tokenizer, ``pool.imap(…, 32)``, and megatron-core's
+``IndexedDatasetBuilder.add_document`` in the main process. Then the documents job on a corpus 4x larger
+(distinct text), to check that time scales linearly and worker memory stays flat.
 
     python bench/bench_tokenize.py [--size-mb 64] [--workers 2]
 
@@ -89,38 +95,79 @@ def datatrove_tokenizer(corpus: Path, out: Path, workers: int) -> float:
     return time.perf_counter() - start
 
 
-def refinery(corpus: Path, out: Path, workers: int) -> dict[str, float]:
-    """A job on a fresh cluster (workers load the tokenizer), then the same job again on the now warm
+_HF: dict[str, object] = {}
+
+
+def _megatron_init() -> None:
+    import transformers
+
+    _HF["tokenizer"] = transformers.AutoTokenizer.from_pretrained(str(Path(tokenizer_path("deepseek-v3")).parent))
+
+
+def _megatron_encode(line: str) -> tuple[list[int], int]:
+    """One JSONL line → its ids + EOD, as preprocess_data.py's ``Encoder.encode`` (one document, no splitting)."""
+    text = json.loads(line)["text"]
+    ids = _HF["tokenizer"](text, add_special_tokens=False)["input_ids"]
+    return [*ids, 1], len(line)
+
+
+def megatron_preprocess(corpus: Path, out: Path, workers: int) -> float:
+    """Seconds for Megatron's preprocessing approach over every file (process pool started outside the clock)."""
+    import multiprocessing
+
+    import numpy as np
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    out.mkdir(parents=True, exist_ok=True)
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_megatron_init) as pool:
+        pool.map(len, range(workers))  # workers up, tokenizer loaded
+        start = time.perf_counter()
+        for path in sorted(corpus.glob("*.jsonl")):
+            builder = IndexedDatasetBuilder(str(out / f"{path.stem}.bin"), dtype=np.int32)
+            with path.open(encoding="utf-8") as lines:
+                for ids, _ in pool.imap(_megatron_encode, lines, 32):
+                    builder.add_document(torch.tensor(ids, dtype=torch.int32), [len(ids)])
+            builder.finalize(str(out / f"{path.stem}.idx"))
+        return time.perf_counter() - start
+
+
+LAYOUTS = {
+    "documents": ([{"stage": "tokenize"}, {"stage": "pack", "mode": "none"}], ["megatron"]),
+    "packed": ([{"stage": "tokenize"}, {"stage": "pack", "seq_len": 4096, "mode": "best_fit"}],
+               ["megatron_packed", "parquet"]),
+}  # fmt: skip
+
+
+def refinery(corpus: Path, out: Path, workers: int, layouts: tuple[str, ...]) -> dict[str, float]:
+    """Each layout's job on a fresh cluster (workers load the tokenizer), then again on the now warm
     cluster, as a long-lived ``--scheduler`` cluster or the service runs it."""
 
-    def spec(target: Path) -> WorkflowSpec:
-        return parse_spec(
-            {
-                "name": "bench",
-                "input": {"url": str(corpus)},
-                "output": {"url": str(target)},
-                "stages": [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 4096, "mode": "best_fit"}],
-            }
-        )
+    def spec(target: Path, layout: str) -> WorkflowSpec:
+        stages, formats = LAYOUTS[layout]
+        return parse_spec({"name": "bench", "input": {"url": str(corpus)},
+                           "output": {"url": str(target), "shard_formats": formats}, "stages": stages})  # fmt: skip
 
-    start = time.perf_counter()
-    with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        ready = time.perf_counter()
-        result = run_workflow(spec(out / "cold"), scheduler=cluster.scheduler_address, show_progress=False)
-        done = time.perf_counter()
-        run_workflow(spec(out / "warm"), scheduler=cluster.scheduler_address, show_progress=False)
-        warm = time.perf_counter() - done
-        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    return {
-        "seconds": done - ready,
-        "warm_seconds": warm,
-        "cluster_start_seconds": ready - start,
-        "peak_rss_mb_per_worker": max(peaks.values()) / 1024,
-        "tokens": result.manifest.funnel.tokens,
-    }
+    report: dict[str, float] = {}
+    for layout in layouts:
+        start = time.perf_counter()
+        with (
+            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+            Client(cluster) as client,
+        ):
+            ready = time.perf_counter()
+            run_workflow(spec(out / f"{layout}-cold", layout), scheduler=cluster.scheduler_address, show_progress=False)
+            done = time.perf_counter()
+            run_workflow(spec(out / f"{layout}-warm", layout), scheduler=cluster.scheduler_address, show_progress=False)
+            warm = time.perf_counter() - done
+            peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        report |= {
+            f"{layout}_seconds": done - ready,
+            f"{layout}_warm_seconds": warm,
+            "cluster_start_seconds": ready - start,
+            f"{layout}_peak_rss_mb_per_worker": max(peaks.values()) / 1024,
+        }
+    return report
 
 
 def main() -> None:
@@ -138,34 +185,39 @@ def main() -> None:
     del texts
     _, big_mb = text_mb(big)
     dt = datatrove_tokenizer(base, scratch / "datatrove", args.workers)
-    ours = refinery(base, scratch / "ours-1x", args.workers)
-    ours4 = refinery(big, scratch / "ours-4x", args.workers)
+    megatron = megatron_preprocess(base, scratch / "megatron", args.workers)
+    ours = refinery(base, scratch / "ours-1x", args.workers, ("documents", "packed"))
+    ours4 = refinery(big, scratch / "ours-4x", args.workers, ("documents",))
     shutil.rmtree(scratch, ignore_errors=True)
 
     rates = {
         "raw_fastokens_mb_s": mb / raw,
         "tokenize_stage_mb_s": mb / stage,
         "datatrove_mb_s": mb / dt,
-        "refinery_mb_s": mb / ours["seconds"],
-        "refinery_warm_mb_s": mb / ours["warm_seconds"],
-        "refinery_4x_mb_s": big_mb / ours4["seconds"],
-        "refinery_4x_warm_mb_s": big_mb / ours4["warm_seconds"],
-    }
+        "megatron_preprocess_mb_s": mb / megatron,
+        **{f"refinery_{k.removesuffix('_seconds')}_mb_s": mb / v for k, v in ours.items() if k.endswith("seconds")
+           and not k.startswith("cluster")},
+        "refinery_4x_documents_mb_s": big_mb / ours4["documents_seconds"],
+        "refinery_4x_documents_warm_mb_s": big_mb / ours4["documents_warm_seconds"],
+    }  # fmt: skip
+    r = rates
     report = {
         "corpus_mb": round(mb, 1),
         "corpus_4x_mb": round(big_mb, 1),
         "workers": args.workers,
         **{k: round(v, 2) for k, v in rates.items()},
-        "refinery_vs_datatrove": round(rates["refinery_mb_s"] / rates["datatrove_mb_s"], 2),
-        "tokenize_stage_vs_raw_fastokens": round(rates["tokenize_stage_mb_s"] / rates["raw_fastokens_mb_s"], 3),
-        "refinery_vs_raw_fastokens": round(rates["refinery_mb_s"] / rates["raw_fastokens_mb_s"], 3),
-        "refinery_warm_vs_raw_fastokens": round(rates["refinery_warm_mb_s"] / rates["raw_fastokens_mb_s"], 3),
-        "time_ratio_4x_data": round(ours4["seconds"] / ours["seconds"], 2),
-        "time_ratio_4x_data_warm": round(ours4["warm_seconds"] / ours["warm_seconds"], 2),
-        "peak_rss_mb_per_worker_1x": round(ours["peak_rss_mb_per_worker"]),
-        "peak_rss_mb_per_worker_4x": round(ours4["peak_rss_mb_per_worker"]),
+        "documents_vs_datatrove": round(r["refinery_documents_mb_s"] / r["datatrove_mb_s"], 2),
+        "documents_vs_megatron_preprocess": round(r["refinery_documents_mb_s"] / r["megatron_preprocess_mb_s"], 2),
+        "documents_vs_packed_warm": round(r["refinery_documents_warm_mb_s"] / r["refinery_packed_warm_mb_s"], 2),
+        "tokenize_stage_vs_raw_fastokens": round(r["tokenize_stage_mb_s"] / r["raw_fastokens_mb_s"], 3),
+        "documents_warm_vs_raw_fastokens": round(r["refinery_documents_warm_mb_s"] / r["raw_fastokens_mb_s"], 3),
+        "packed_warm_vs_raw_fastokens": round(r["refinery_packed_warm_mb_s"] / r["raw_fastokens_mb_s"], 3),
+        "time_ratio_4x_data": round(ours4["documents_seconds"] / ours["documents_seconds"], 2),
+        "time_ratio_4x_data_warm": round(ours4["documents_warm_seconds"] / ours["documents_warm_seconds"], 2),
+        "peak_rss_mb_per_worker_1x": round(ours["documents_peak_rss_mb_per_worker"]),
+        "peak_rss_mb_per_worker_4x": round(ours4["documents_peak_rss_mb_per_worker"]),
         "cluster_start_seconds": round(ours["cluster_start_seconds"], 2),
-    }
+    }  # fmt: skip
     for key, value in report.items():
         print(f"{key:>28}: {value}")
     out = HERE / "results"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from rich.console import Console
@@ -95,7 +96,7 @@ def print_funnel(manifest: Manifest, output: str) -> None:
             out.print(f"  {fmt}: {tokens:,} tokens, one document per kept document, {n} file(s) under {fmt}/",
                       highlight=False)  # fmt: skip
     if manifest.usage:
-        out.print("train on it:")
+        out.print(f"train on it (OUT={shlex.quote(output)}):", highlight=False)
         for trainer, snippet in manifest.usage.items():
             out.print(f"  {trainer}: {snippet}", highlight=False, soft_wrap=True)
 

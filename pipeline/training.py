@@ -5,12 +5,14 @@ to ``--data-args-path``) or as JSON ``{"train": […], "valid": …, "test": …
 ``megatron.training.utils.get_blend_and_blend_per_split`` parses both. A bucket's weight spreads over its shards
 in proportion to their tokens, so the trainer samples bucket ``b`` with probability ``w_b T_b / Σ w T``: the share
 the same mix would have with physical copies, without the copies.
+
+Prefixes are relative to the output directory, and usage snippets name it ``$OUT``: an output stays
+byte-identical wherever it was written and stays valid when copied to the training cluster.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 
 from schemas.manifest import BlendEntry, DocumentShardEntry, Manifest
 from schemas.spec import WorkflowSpec
@@ -36,7 +38,7 @@ def megatron_blend(spec: WorkflowSpec, documents: list[DocumentShardEntry]) -> l
     raw = [weights.get(d.bucket or "other", mix.default_weight) * d.tokens for d in shards]
     total = sum(raw) or 1.0
     return [
-        BlendEntry(weight=w / total, prefix=join(spec.output.url, d.prefix), bucket=d.bucket or "other")
+        BlendEntry(weight=w / total, prefix=d.prefix, bucket=d.bucket or "other")
         for w, d in zip(raw, shards, strict=True)
         if w > 0
     ]
@@ -44,7 +46,7 @@ def megatron_blend(spec: WorkflowSpec, documents: list[DocumentShardEntry]) -> l
 
 def write_megatron_args(spec: WorkflowSpec, manifest: Manifest) -> None:
     """``megatron/data-args.txt`` (for ``--data-args-path``) and ``megatron/per-split-data-args.json``."""
-    prefixes = [join(spec.output.url, d.prefix) for d in manifest.documents if d.format == "megatron"]
+    prefixes = [d.prefix for d in manifest.documents if d.format == "megatron"]
     if not prefixes:
         return
     pairs = [(f"{e.weight:.12g}", e.prefix) for e in manifest.blend] if manifest.blend else [(p,) for p in prefixes]
@@ -56,31 +58,34 @@ def write_megatron_args(spec: WorkflowSpec, manifest: Manifest) -> None:
 
 
 def usage(spec: WorkflowSpec, manifest: Manifest) -> dict[str, str]:
-    """One ready-to-paste snippet per trainer that can read this output."""
-    out, formats, snippets = spec.output.url, set(spec.output.shard_formats), {}
+    """One ready-to-paste snippet per trainer that can read this output (``$OUT``: the output directory)."""
+    out, formats, snippets = "$OUT", set(spec.output.shard_formats), {}
     tokenizer = manifest.tokenizer
     if "megatron" in formats and manifest.documents:
-        args = [f"--data-args-path {shlex.quote(join(out, DATA_ARGS))}", "--split 99,1,0"]
+        args = ["--data-args-path data-args.txt", "--split 99,1,0"]
         if tokenizer is not None:
             args += ["--tokenizer-type HuggingFaceTokenizer", "--tokenizer-model deepseek-ai/DeepSeek-V3",
                      f"--vocab-size {tokenizer.vocab_size}"]  # fmt: skip
-        snippets["megatron"] = " ".join(args) + "  # or --per-split-data-args-path " + join(out, PER_SPLIT_ARGS)
+        snippets["megatron"] = (
+            f'sed "s#megatron/#$OUT/megatron/#" "$OUT/{DATA_ARGS}" > data-args.txt  # absolute prefixes; then: '
+            + " ".join(args)
+        )
     if "datatrove" in formats and manifest.documents:
         seq_len = spec.pack.seq_len if spec.pack else 4096
         snippets["nanotron / datatrove"] = (
             "from datatrove.utils.dataset import DatatroveFolderDataset; "
-            f"DatatroveFolderDataset({join(out, 'datatrove')!r}, seq_len={seq_len}, token_size=4, recursive=True)"
+            f"DatatroveFolderDataset('{out}/datatrove', seq_len={seq_len}, token_size=4, recursive=True)"
         )
     if "parquet" in formats and manifest.shards:
         snippets["hf datasets (packed)"] = (
-            f"datasets.load_dataset('parquet', data_files={join(out, 'shards', '*.parquet')!r}, split='train')"
+            f"datasets.load_dataset('parquet', data_files='{out}/shards/*.parquet', split='train')"
             "  # input_ids, cu_seqlens (varlen attention), doc_ids, n_pad"
         )
     if "megatron_packed" in formats and manifest.shards:
         snippets["megatron (packed)"] = (
-            f"IndexedDataset({join(out, 'shards', '<shard>')!r}) and IndexedDataset('<…>.cu_seqlens'): one packed "
+            f"IndexedDataset('{out}/shards/<shard>') and IndexedDataset('{out}/shards/<shard>.cu_seqlens'): one packed "
             "sequence per item, for trainers that take packed input"
         )
     if spec.stages and spec.stages[-1].stage == "rl_set":
-        snippets["verl"] = f"data.train_files={join(out, 'rl', '*.parquet')} data.prompt_key=prompt"
+        snippets["verl"] = f"data.train_files=[$(ls {out}/rl/*.parquet | paste -sd,)] data.prompt_key=prompt"
     return snippets

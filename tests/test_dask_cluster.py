@@ -140,6 +140,7 @@ def test_interrupted_job_resumes_to_the_same_bytes(corpus_and_reference: tuple[P
         str(BIN / "refinery"), "run", str(ROOT / "workflows" / "tokenize.yaml"), "--no-progress", "--workers", "1",
         "--input", str(corpus), "--output", str(out), "--set", "stages.1.seq_len=256",
         "--set", "stages.1.mode=best_fit", "--set", "output.shard_sequences=64", "--set", "input.partition_bytes=1024",
+        "--set", "output.shard_formats=[megatron,parquet]",
     ]  # fmt: skip
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     markers = out / "_markers"

@@ -29,6 +29,9 @@ from schemas.stages import ExactDedupConfig, QualityConfig
 
 from .conftest import ANALYST, BIN, READER, WORDS, Server, make_spec, wait_for_job, write_jsonl_corpus
 
+#: The tokenize workflow writes Megatron documents only; these tests inspect packed Parquet shards too.
+PACKED = ["stages.1.mode=concat", "output.shard_formats=[megatron,parquet]"]
+
 
 def _snapshot(directory: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in directory.rglob("*")} if directory.exists() else {}
@@ -55,7 +58,7 @@ def site(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
 
 def _submit(client: httpx.Client, output: str, **extra: Any) -> httpx.Response:
     return client.post("/jobs", json={"workflow": "tokenize", "input": "raw", "output": output,
-                                      "set": ["stages.1.seq_len=256"], **extra})  # fmt: skip
+                                      "set": ["stages.1.seq_len=256", *PACKED], **extra})  # fmt: skip
 
 
 def test_sql_through_an_output_path_neither_escapes_nor_breaks_anyone(site: tuple[Server, Path]) -> None:

@@ -10,6 +10,9 @@ import pytest
 
 from .conftest import ANALYST, READER, Server, tree_bytes, wait_for_job, write_jsonl_corpus
 
+#: The tokenize workflow writes Megatron documents only; these tests inspect packed Parquet shards too.
+PACKED = ["stages.1.mode=concat", "output.shard_formats=[megatron,parquet]"]
+
 
 def test_job_lifecycle_inspection_and_sql(server: Server) -> None:
     write_jsonl_corpus(server.root / "raw", files=2, docs_per_file=40)
@@ -18,7 +21,7 @@ def test_job_lifecycle_inspection_and_sql(server: Server) -> None:
         "workflow": "tokenize",
         "input": "raw",
         "output": "out/one",
-        "set": ["stages.1.seq_len=256", "input.partition_bytes=1024"],
+        "set": ["stages.1.seq_len=256", "input.partition_bytes=1024", *PACKED],
     }
     response = admin.post("/jobs", json=body)
     assert response.status_code == 202, response.text
@@ -84,7 +87,7 @@ def test_restart_marks_interrupted_and_resume_finishes_identically(server: Serve
         "workflow": "tokenize",
         "input": "raw",
         "output": "out/resumed",
-        "set": ["stages.1.seq_len=512", "input.partition_bytes=1024"],
+        "set": ["stages.1.seq_len=512", "input.partition_bytes=1024", *PACKED],
     }
     job_id = admin.post("/jobs", json=body).json()["id"]
     markers = server.root / "out" / "resumed" / "_markers"
@@ -127,7 +130,7 @@ def test_cancel_keeps_finished_partitions_and_resume_completes(server: Server) -
         "workflow": "tokenize",
         "input": "raw",
         "output": "out/cancelled",
-        "set": ["stages.1.seq_len=512", "input.partition_bytes=1024"],
+        "set": ["stages.1.seq_len=512", "input.partition_bytes=1024", *PACKED],
     }
     job_id = admin.post("/jobs", json=body).json()["id"]
     deadline = time.monotonic() + 60

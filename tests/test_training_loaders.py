@@ -125,7 +125,9 @@ def _gpt_config(seq_len: int, blend: tuple[list[str], list[float] | None], cache
 def _read_blend(out: Path) -> tuple[list[str], list[float] | None]:
     from megatron.core.datasets.utils import get_blend_from_list
 
-    return get_blend_from_list((out / "megatron" / "data-args.txt").read_text().split())
+    words = (out / "megatron" / "data-args.txt").read_text().split()
+    # the prefixes are relative to the output (it stays relocatable): what the usage snippet's sed does
+    return get_blend_from_list([str(out / w) if w.startswith("megatron/") else w for w in words])
 
 
 @pytest.mark.megatron
@@ -198,6 +200,9 @@ def test_gpt_dataset_honours_the_blend_weights(blend_job: Path, tmp_path: Path, 
         GPTDataset, [n, 0, 0], lambda: True, _gpt_config(64, (prefixes, weights), tmp_path)
     ).build()
     wiki = {i for i, p in enumerate(prefixes) if "/source_wiki-" in p}
+    assert wiki and all(
+        e["prefix"].startswith("megatron/") for e in json.loads((blend_job / "manifest.json").read_text())["blend"]
+    )
     drawn = np.bincount(train.dataset_index[:n], minlength=len(prefixes))
     share = drawn[list(wiki)].sum() / n
     target = sum(weights[i] for i in wiki) / sum(weights)
