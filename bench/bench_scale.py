@@ -33,7 +33,11 @@ from bench.corpus import documents
 from pipeline.runner import WORKER_MALLOC, run_workflow
 from schemas.spec import parse_spec
 
+#: The shapes run tokenize + best-fit packing (Parquet + packed Megatron), the layout whose padding matters.
 TOKENIZE = [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 4096, "mode": "best_fit"}]
+PACKED = ["megatron_packed", "parquet"]
+#: workflows/tokenize.yaml as shipped: Megatron documents, no packing.
+DOCUMENTS = [{"stage": "tokenize"}, {"stage": "pack", "mode": "none"}]
 PRETRAIN = [
     {"stage": "language"},
     {"stage": "quality", "drop": False},
@@ -103,13 +107,15 @@ def _peak_gib(pid: int) -> float:
     return float("nan")
 
 
-def run(client: Client, name: str, source: Path, out: Path, stages: list[dict], text_mb: float) -> dict:
+def run(
+    client: Client, name: str, source: Path, out: Path, stages: list[dict], text_mb: float, formats: list[str] = PACKED
+) -> dict:
     pids = client.run(os.getpid)
     for pid in pids.values():
         _reset_peak(pid)
     cpu_before = client.run(_worker_cpu)
-    spec = parse_spec({"name": name, "input": {"url": str(source)}, "output": {"url": str(out / name)},
-                       "stages": stages})  # fmt: skip
+    spec = parse_spec({"name": name, "input": {"url": str(source)},
+                       "output": {"url": str(out / name), "shard_formats": formats}, "stages": stages})  # fmt: skip
     driver_cpu = time.process_time()
     start = time.perf_counter()
     result = run_workflow(spec, scheduler=client.scheduler.address, show_progress=False)
@@ -163,6 +169,7 @@ def main() -> None:
         for name, shape in (("one_zst", "one_zst"), ("one_jsonl", "one_jsonl"), ("sixteen", "sixteen"),
                             ("parquet", "parquet")):  # fmt: skip
             rows[name] = run(client, name, shapes[shape], args.out, TOKENIZE, text_mb)
+        rows["documents"] = run(client, "documents", shapes["sixteen"], args.out, DOCUMENTS, text_mb, ["megatron"])
         rows["small"] = run(client, "small", shapes["small"], args.out, TOKENIZE, small_mb)
         rows["small_one"] = run(client, "small_one", shapes["small_one"], args.out, TOKENIZE, small_mb)
         pretrain_mb = args.pretrain_mb or text_mb / 4
@@ -184,10 +191,12 @@ def main() -> None:
         "one big file within 1.2x of 16 files": rows["one_jsonl"]["seconds"] <= 1.2 * rows["sixteen"]["seconds"],
         "5,000 small files within 1.5x of one file": rows["small"]["seconds"] <= 1.5 * rows["small_one"]["seconds"],
         "driver CPU <= 2 ms per input file": rows["small"]["driver_cpu_s"] / args.small <= 0.002,
-        "tokenize job >= 40% of raw fastokens": rows["sixteen"]["text_mb_per_s"] >= 0.4 * raw,
+        "tokenize job (documents) >= 40% of raw fastokens": rows["documents"]["text_mb_per_s"] >= 0.4 * raw,
+        "tokenize + best-fit pack >= 40% of raw fastokens": rows["sixteen"]["text_mb_per_s"] >= 0.4 * raw,
     }
     print(json.dumps({"raw_fastokens_mb_per_s": round(raw, 1),
-                      "job_share_of_raw": round(rows["sixteen"]["text_mb_per_s"] / raw, 2),
+                      "documents_job_share_of_raw": round(rows["documents"]["text_mb_per_s"] / raw, 2),
+                      "packed_job_share_of_raw": round(rows["sixteen"]["text_mb_per_s"] / raw, 2),
                       "one_file_vs_16": round(rows["one_jsonl"]["seconds"] / rows["sixteen"]["seconds"], 2),
                       "zst_vs_16": round(rows["one_zst"]["seconds"] / rows["sixteen"]["seconds"], 2),
                       "small_vs_one": round(rows["small"]["seconds"] / rows["small_one"]["seconds"], 2),

@@ -121,7 +121,7 @@ def megatron_preprocess(corpus: Path, out: Path, workers: int) -> float:
 
     out.mkdir(parents=True, exist_ok=True)
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_megatron_init) as pool:
-        pool.map(len, range(workers))  # workers up, tokenizer loaded
+        pool.map(abs, range(workers))  # workers up, tokenizer loaded
         start = time.perf_counter()
         for path in sorted(corpus.glob("*.jsonl")):
             builder = IndexedDatasetBuilder(str(out / f"{path.stem}.bin"), dtype=np.int32)

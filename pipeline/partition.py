@@ -31,6 +31,11 @@ class PartitionPlan:
     reasons: tuple[str, ...] = ()
     #: Part of one uncompressed line-based file: the records starting in ``[start, end)`` of its bytes.
     byte_range: tuple[int, int] | None = None
+    #: Part of one compressed JSONL file: the records starting in ``[start, end)`` of its decompressed bytes (end
+    #: None: to the stream's end). Its task decompresses from the file's start, only counting what lies before.
+    text_range: tuple[int, int | None] | None = None
+    #: Stored size of the whole file a ``text_range`` split reads (its decompression-bomb bound).
+    stream_bytes: int = 0
     #: Part of one Parquet file: row groups ``[first, last)``.
     row_groups: tuple[int, int] | None = None
     #: Line (row) number of the partition's first record in its file.

@@ -38,7 +38,7 @@ from storage.fs import exists, join, local_refusal, read_bytes, write_bytes_atom
 from storage.parts import merge_parts, part_url, read_part, write_part
 from storage.readers import RawBatch, refused_files
 from storage.shards import ShardWriter
-from storage.streams import coalesce, iter_file, iter_line_range, iter_parquet
+from storage.streams import coalesce, iter_compressed_jsonl, iter_file, iter_line_range, iter_parquet
 
 KEYS_SCHEMA = pa.schema(
     [("order", pa.int64()), ("high", pa.uint64()), ("low", pa.uint64()), ("sig", pa.binary()),
@@ -135,6 +135,9 @@ def split_batches(plan: PartitionPlan, spec: WorkflowSpec) -> Iterator[RawBatch]
         yield from _checked(
             plan, lambda: iter_line_range(plan.sources[0], *plan.byte_range, plan.first_line, cfg, size)
         )
+    elif plan.text_range is not None:
+        yield from _checked(plan, lambda: iter_compressed_jsonl(plan.sources[0], plan.stream_bytes, cfg, size,
+                                                                plan.text_range, plan.sizes[0]))  # fmt: skip
     elif plan.row_groups is not None:
         stored = plan.sizes[0] if plan.sizes else 0
         yield from _checked(plan, lambda: iter_parquet(plan.sources[0], plan.row_groups, plan.first_line, stored,

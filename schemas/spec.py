@@ -66,11 +66,12 @@ class InputSpec(BaseModel):
         "by byte ranges to about this size, small files are grouped up to it. Output files follow partitions.",
     )
     batch_bytes: int = Field(
-        32 * 2**20,
+        16 * 2**20,
         ge=2**10,
         le=2**31,
         description="Text per record batch inside a task: memory per worker follows it (about 6x for tokenize, "
-        "20x for the pretrain chain), whatever the size of the files.",
+        "20x for the pretrain chain), whatever the size of the files. 16 MiB measured faster than 32 (fewer "
+        "fresh pages per batch) and as fast as 4-8.",
     )
     max_files_per_partition: int = Field(4096, gt=0, le=1_000_000, description="Small files grouped per task.")
 

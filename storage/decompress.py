@@ -120,3 +120,22 @@ class StreamInflater:
             pending = inflater.unused_data if inflater.eof else b""
             for start in range(0, len(out), self.chunk):
                 yield out[start : start + self.chunk]
+
+
+def decompressed_size(handle: BinaryIO, compression: str, stored: int, ratio: int) -> int:
+    """The decompressed size of a stream, for planning: a zstd frame header's content size when it has one, a
+    gzip trailer's ISIZE (the size mod 2**32: the candidate nearest ``stored x ratio``), else ``stored x ratio``.
+    Only the split count depends on it; a wrong guess costs balance, never records."""
+    guess = stored * ratio
+    try:
+        if compression == "zstd":
+            size = zstandard.frame_content_size(handle.read(18))
+            return size if size > 0 else guess
+        if compression == "gzip" and stored >= 18:
+            handle.seek(stored - 4)
+            isize = int.from_bytes(handle.read(4), "little")
+            wraps = max(round((guess - isize) / 2**32), 0)
+            return isize + wraps * 2**32
+    except (zstandard.ZstdError, OSError, ValueError):
+        return guess
+    return guess

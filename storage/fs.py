@@ -126,6 +126,18 @@ def check_real_location(url: str) -> None:
         raise StorageError(f"{url!r}: {existing} is or passes through a symbolic link; refusing to write through it")
 
 
+#: Bytes per write call. One write of tens of MB ran 10x slower than the same bytes in 1-4 MiB writes on this
+#: machine's ext4 (0.16 s vs 0.014 s for 70 MB), and shard and part files are written in such pieces.
+WRITE_CHUNK = 1 << 20
+
+
+def write_chunked(handle: BinaryIO, data: bytes | memoryview) -> None:
+    """``handle.write(data)`` in pieces of at most ``WRITE_CHUNK`` bytes."""
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), WRITE_CHUNK):
+        handle.write(view[start : start + WRITE_CHUNK])
+
+
 def write_bytes_atomic(url: str, data: bytes) -> None:
     """Write to a temporary name beside ``url`` and rename, so readers never see a partial file."""
     fs, path = filesystem(url)
@@ -133,7 +145,7 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = f"{posixpath.dirname(path)}/.tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}"
     with fs.open(tmp, "wb") as handle:
-        handle.write(data)
+        write_chunked(handle, data)
     fs.mv(tmp, path)
 
 
@@ -176,8 +188,10 @@ class AtomicWriter:
 
     def write(self, data: bytes | memoryview) -> int:
         self.sha256.update(data)
-        self.size += len(data)
-        return self.handle.write(data)
+        n = memoryview(data).nbytes
+        self.size += n
+        write_chunked(self.handle, data)
+        return n
 
     # What a file object offers, for writers (Arrow's) that take one; closing is left to the context manager.
     closed = False

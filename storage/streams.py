@@ -13,6 +13,7 @@ Every batch says how many stored bytes it accounts for (``RawBatch.consumed``), 
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -138,15 +139,72 @@ def _inflated(source: str, handle: BinaryIO, size: int, chunk: int = READ_CHUNK)
     return inflater
 
 
-def iter_compressed_jsonl(source: str, size: int, cfg: InputSpec, batch_bytes: int) -> Iterator[RawBatch]:
-    """A compressed JSONL file, decompressed as a stream and parsed ``batch_bytes`` of text at a time. Complete
-    lines move to the batch a piece at a time; only a line that spans pieces is assembled, and no more than
-    ``max_doc_bytes + 1`` of it is kept (enough to quarantine it as ``too_large``)."""
+class _RecordsInRange:
+    """The decompressed bytes of the records that start in ``[start, end)`` of a stream (``end`` None: to its end),
+    as ``read_line_range`` cuts a plain file: bytes before ``start`` are only counted (their newlines number the
+    first record), the record that holds byte ``end - 1`` is finished past ``end``, then the stream is left.
+    ``owns_tail``: the stream ended while this range was reading, so its fault (if any) is this range's to report;
+    a stream that ends before the range belongs to an earlier one."""
+
+    def __init__(self, pieces: Iterator[bytes], start: int, end: int | None) -> None:
+        self.pieces, self.start, self.end = pieces, start, end
+        self.skipped_lines = 0
+        self.owns_tail = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        pieces, pos = self.pieces, 0
+        if self.start > 0:
+            for piece in pieces:
+                lo = max(self.start - 1 - pos, 0)
+                newline = piece.find(b"\n", lo) if lo < len(piece) else -1
+                if newline < 0:
+                    self.skipped_lines += piece.count(b"\n")
+                    pos += len(piece)
+                    continue
+                self.skipped_lines += piece.count(b"\n", 0, newline + 1)
+                piece, pos = piece[newline + 1 :], pos + newline + 1
+                break
+            else:
+                return  # the stream ends before the range
+            if self.end is not None and pos >= self.end:
+                return  # a record that starts before the range runs past its end
+            pieces = itertools.chain([piece], pieces)
+        for piece in pieces:
+            if self.end is None or pos + len(piece) < self.end:
+                yield piece
+                pos += len(piece)
+                continue
+            newline = piece.find(b"\n", max(self.end - 1 - pos, 0))
+            if newline >= 0:
+                yield piece[: newline + 1]
+                return
+            yield piece
+            pos += len(piece)
+            for rest in pieces:  # finish the record that holds byte end - 1
+                newline = rest.find(b"\n")
+                yield rest if newline < 0 else rest[: newline + 1]
+                if newline >= 0:
+                    return
+            break
+        self.owns_tail = True
+
+
+def iter_compressed_jsonl(
+    source: str, size: int, cfg: InputSpec, batch_bytes: int, text_range: tuple[int, int | None] = (0, None),
+    share: int | None = None,
+) -> Iterator[RawBatch]:  # fmt: skip
+    """A compressed JSONL file (or the records starting in ``text_range`` of its decompressed bytes), decompressed
+    as a stream and parsed ``batch_bytes`` of text at a time. Complete lines move to the batch a piece at a time;
+    only a line that spans pieces is assembled, and no more than ``max_doc_bytes + 1`` of it is kept (enough to
+    quarantine it as ``too_large``). ``share``: the stored bytes this range stands for (progress), reported with
+    its last batch."""
     cap = cfg.max_doc_bytes + 1
     with open_input(source) as handle:
         inflater = _inflated(source, handle, size, min(READ_CHUNK, batch_bytes))
-        buffer, pending, line, reported = bytearray(), bytearray(), 1, 0
-        for piece in inflater:
+        records = _RecordsInRange(iter(inflater), *text_range)
+        buffer, pending, line, reported = bytearray(), bytearray(), None, 0
+        for piece in records:
+            line = line or records.skipped_lines + 1
             first = piece.find(b"\n")
             if first < 0:
                 pending += piece[: max(cap - len(pending), 0)]
@@ -157,15 +215,18 @@ def iter_compressed_jsonl(source: str, size: int, cfg: InputSpec, batch_bytes: i
             buffer += piece[first : last + 1]
             pending = bytearray(piece[last + 1 : last + 1 + cap])
             if len(buffer) >= batch_bytes:
-                for batch in _parse_lines(source, bytes(buffer), cfg, line, inflater.consumed - reported):
+                consumed = 0 if share is not None else inflater.consumed - reported
+                for batch in _parse_lines(source, bytes(buffer), cfg, line, consumed):
                     line += batch.n_input
                     yield batch
                 buffer.clear()
                 reported = inflater.consumed
+        problem = inflater.problem if records.owns_tail else None
         tail = bytes(buffer + pending)
-        if inflater.problem is None and pending:
+        if problem is None and pending:
             tail += b"\n"  # the last record has no newline after it
-        yield from _parse_lines(source, tail, cfg, line, size - reported, inflater.problem, inflater.reason)
+        final = share if share is not None else size - reported
+        yield from _parse_lines(source, tail, cfg, line or records.skipped_lines + 1, final, problem, inflater.reason)
 
 
 class _HeldBackReader(io.RawIOBase):

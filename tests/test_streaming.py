@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import random
 from collections import Counter
@@ -16,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.planner import plan_partitions
+from pipeline.planner import MAX_STREAM_SPLITS, plan_partitions
 from pipeline.progress import JobProgress
 from pipeline.runner import run_workflow
 from schemas.spec import InputSpec
+from storage.decompress import compression_of
 from storage.readers import concat_batches
 from storage.streams import iter_compressed_jsonl, iter_csv, iter_file, iter_parquet
 
@@ -60,6 +62,62 @@ def test_a_compressed_file_streams_in_bounded_batches_with_exact_lines(tmp_path:
     reference = _rows(iter_file(str(plain), "jsonl", plain.stat().st_size, cfg, 1 << 30, ()))
     assert _rows(batches) == reference
     assert reference[1] == [(11, "malformed_json"), (501, "blank_line")] and reference[2] == 2000
+
+
+def _compress(data: bytes, suffix: str) -> bytes:
+    return gzip.compress(data, mtime=0) if suffix.endswith("gz") else zstandard.ZstdCompressor().compress(data)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_ranges_of_a_compressed_stream_read_every_record_once_with_exact_lines(tmp_path: Path, suffix: str) -> None:
+    """Cuts anywhere (on a newline, just after one, inside a line, two inside one line, past the end): every
+    record is read once, by the range where its first byte lies, with its line number."""
+    data = _records(2000)
+    packed = tmp_path / f"c{suffix}"
+    packed.write_bytes(_compress(data, suffix))
+    size, cfg = packed.stat().st_size, InputSpec(url="x")
+    reference = _rows(iter_compressed_jsonl(str(packed), size, cfg, 1 << 30))
+    newlines = [i for i, byte in enumerate(data) if byte == 10]
+    rng = random.Random(3)
+    for _ in range(5):
+        inside = newlines[300] + 5
+        cuts = {*rng.sample(range(1, len(data)), 4), newlines[100], newlines[100] + 1, inside, inside + 1}
+        bounds = [0, *sorted(cuts), len(data) + 100]
+        ranges = [*itertools.pairwise(bounds), (bounds[-1], None)]
+        batches = [b for r in ranges for b in iter_compressed_jsonl(str(packed), size, cfg, 4096, r, share=7)]
+        assert _rows(batches) == reference
+        assert sum(b.consumed for b in batches) == 7 * len(ranges), "each range reports its share once"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_a_fault_in_a_cut_stream_is_reported_once_by_the_range_that_reaches_it(tmp_path: Path, suffix: str) -> None:
+    data = _records(1500)
+    compressed = _compress(data, suffix)
+    source = tmp_path / f"cut{suffix}"
+    source.write_bytes(compressed[: len(compressed) * 2 // 3])
+    size, cfg = source.stat().st_size, InputSpec(url="x")
+    docs, bad, n_input = _rows(iter_compressed_jsonl(str(source), size, cfg, 1 << 30))
+    assert [reason for _, reason in bad].count("truncated_file") == 1
+    step = len(data) // 5
+    ranges = [(k * step, (k + 1) * step) for k in range(4)] + [(4 * step, None)]
+    cut = _rows(b for r in ranges for b in iter_compressed_jsonl(str(source), size, cfg, 4096, r, 1))
+    assert (cut[0], sorted(cut[1]), cut[2]) == (docs, sorted(bad), n_input)
+
+
+def test_a_big_compressed_file_is_planned_as_ranges_of_its_text(tmp_path: Path) -> None:
+    data = _records(3000)
+    for suffix in (".jsonl.zst", ".jsonl.gz"):
+        source = tmp_path / suffix / f"big{suffix}"
+        source.parent.mkdir()
+        source.write_bytes(_compress(data, suffix))
+        spec = make_spec(str(source), str(tmp_path / "out"), input={"url": str(source), "partition_bytes": 200_000})
+        plans = plan_partitions(spec)
+        assert len(plans) == MAX_STREAM_SPLITS[compression_of(suffix)]
+        assert all(p.text_range is not None for p in plans)
+        assert plans[0].text_range[0] == 0 and plans[-1].text_range[1] is None
+        assert sum(p.sizes[0] for p in plans) == source.stat().st_size
+        if suffix == ".jsonl.zst":  # the frame header's content size: ranges of the exact text
+            assert plans[-1].text_range[0] == 3 * -(-len(data) // 4)
 
 
 def test_a_truncated_stream_quarantines_its_tail_at_the_right_line(tmp_path: Path) -> None:
