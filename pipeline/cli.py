@@ -11,6 +11,7 @@ import shlex
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from schemas.manifest import Manifest
@@ -70,35 +71,42 @@ def _load(args: argparse.Namespace) -> WorkflowSpec:
 
 
 def print_funnel(manifest: Manifest, output: str) -> None:
+    """The funnel, the tokens per format and how to train on the output. Names, keys and paths are user text:
+    printed with markup off, so ``[red]`` in a bucket key or a path is shown as it is, never interpreted."""
     funnel = manifest.funnel
-    table = Table(title=f"funnel of {manifest.name}", show_header=True)
+    table = Table(title=escape(f"funnel of {manifest.name}"), show_header=True)
     table.add_column("outcome")
     table.add_column("records", justify="right")
     table.add_row("input", f"{funnel.input:,}")
     table.add_row("kept", f"{funnel.kept:,}")
     for reason, count in funnel.dropped.items():
-        table.add_row(f"dropped: {reason}", f"{count:,}")
+        table.add_row(escape(f"dropped: {reason}"), f"{count:,}")
     for reason, count in funnel.quarantined.items():
-        table.add_row(f"quarantined: {reason}", f"{count:,}")
+        table.add_row(escape(f"quarantined: {reason}"), f"{count:,}")
     out = Console()
     out.print(table)
+
+    def say(line: str) -> None:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
     for bucket, share in manifest.mix.items():
-        out.print(f"mix bucket {bucket}: {share.tokens:,} tokens ({share.share:.1%})")
-    out.print(f"tokens {funnel.tokens:,} (before BOS/EOS); output: {output}")
+        say(f"mix bucket {bucket}: {share.tokens:,} tokens ({share.share:.1%})")
+    say(f"tokens {funnel.tokens:,} (before BOS/EOS); output: {output}")
     for fmt, tokens in manifest.tokens.items():
         if fmt in PACKED_FORMATS:
-            where = (
-                f"{funnel.sequences:,} packed sequences ({funnel.padding:,} padding), {len(manifest.shards)} shard(s)"
-            )
-            out.print(f"  {fmt}: {tokens:,} tokens, {where} under shards/", highlight=False)
+            shards = len(manifest.shards)
+            say(f"  {fmt}: {tokens:,} tokens, {funnel.sequences:,} packed sequences ({funnel.padding:,} padding), "
+                f"{shards} shard(s) under shards/")  # fmt: skip
         else:
             n = sum(1 for d in manifest.documents if d.format == fmt)
-            out.print(f"  {fmt}: {tokens:,} tokens, one document per kept document, {n} file(s) under {fmt}/",
-                      highlight=False)  # fmt: skip
+            say(f"  {fmt}: {tokens:,} tokens, one document per kept document, {n} file(s) under {fmt}/")
     if manifest.usage:
-        out.print(f"train on it (OUT={shlex.quote(output)}):", highlight=False)
+        say(f"train on it:\n  export OUT={shlex.quote(output)}")
         for trainer, snippet in manifest.usage.items():
-            out.print(f"  {trainer}: {snippet}", highlight=False, soft_wrap=True)
+            say(f"  {trainer}: {snippet}")
+        if "megatron" in manifest.usage and any(c.isspace() for c in output):
+            say("  note: Megatron splits its data-args on whitespace, and this output's path has some: move or "
+                "link the output to a path without before training with Megatron")  # fmt: skip
 
 
 def _sql(args: argparse.Namespace) -> int:
@@ -107,7 +115,7 @@ def _sql(args: argparse.Namespace) -> int:
     try:
         result = run_sql(connect({"job": args.output}, prefix=False), args.query, limit=args.limit)
     except (SqlRefused, SqlTimeout) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         return 2
     table = Table(*result.columns)
     for row in result.rows:
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             app = create_app()
         except ValueError as error:
-            console.print(f"[red]error:[/red] {error}", highlight=False)
+            console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
             return 2
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
         return 0
@@ -138,30 +146,32 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.report import write_report
 
         try:
-            console.print(f"report: {write_report(args.output, args.to)}")
+            console.print(f"report: {write_report(args.output, args.to)}", markup=False)
         except (OSError, KeyError, ValueError) as error:
-            console.print(f"[red]error:[/red] cannot report on {args.output}: {error}", highlight=False)
+            console.print(f"[red]error:[/red] {escape(f'cannot report on {args.output}: {error}')}", highlight=False)
             return 2
         return 0
     try:
         spec = _load(args)
     except SpecError as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         return 2
     if args.command == "validate":
-        console.print(f"{args.spec}: valid ({len(spec.stages)} stages: {', '.join(s.stage for s in spec.stages)})")
+        console.print(f"{args.spec}: valid ({len(spec.stages)} stages: {', '.join(s.stage for s in spec.stages)})",
+                      markup=False)  # fmt: skip
         return 0
     from pipeline.runner import JobConflictError, WorkerDiedError, run_workflow
+    from pipeline.training import BlendError
 
     try:
         result = run_workflow(
             spec, args.scheduler, args.workers, show_progress=not args.no_progress, worker_memory=args.worker_memory
         )
-    except (StorageError, UnknownFormatError, JobConflictError, DedupIndexError, MixSelectorError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+    except (StorageError, UnknownFormatError, JobConflictError, DedupIndexError, MixSelectorError, BlendError) as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         return 2
     except WorkerDiedError as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         return 1
     except KeyboardInterrupt:
         console.print("interrupted: finished partitions are kept; run the same command again to resume")

@@ -47,10 +47,13 @@ def build_report(out: str) -> str:
     funnel = json.loads(read_bytes(join(out, "stats", "funnel.json")))
     manifest = json.loads(read_bytes(join(out, "manifest.json"))) if exists(join(out, "manifest.json")) else {}
     docs = load_docs(out)
+    layouts = [f"{n:,} tokens as {escape(fmt)}" for fmt, n in manifest.get("tokens", {}).items()]
+    if funnel["sequences"]:
+        layouts.append(f"{funnel['sequences']:,} packed sequences ({funnel['padding']:,} padding)")
     sections = [
         f"<h1>Refinery report: {escape(manifest.get('name', out))}</h1>",
         f"<p>{escape(out)} · {funnel['input']:,} input records · {funnel['kept']:,} kept · "
-        f"{funnel['tokens']:,} tokens in {funnel['sequences']:,} sequences ({funnel['padding']:,} padding)</p>",
+        f"{funnel['tokens']:,} tokens{' · ' if layouts else ''}{' · '.join(layouts)}</p>",
         "<h2>Funnel</h2>",
         bars(funnel_rows(funnel)),
     ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 
 from schemas.manifest import BlendEntry, DocumentShardEntry, Manifest
+from schemas.paths import BUILTIN_TOKENIZERS
 from schemas.spec import WorkflowSpec
 from storage.fs import join, write_bytes_atomic
 
@@ -28,6 +29,10 @@ def bucket_weights(spec: WorkflowSpec) -> dict[str, float]:
     return {} if mix is None else {**mix.weights, "other": mix.default_weight}
 
 
+class BlendError(ValueError):
+    """A trainer-side blend that cannot be sampled."""
+
+
 def megatron_blend(spec: WorkflowSpec, documents: list[DocumentShardEntry]) -> list[BlendEntry]:
     """Normalised weights of every Megatron prefix of a ``mix`` with ``apply: blend`` (empty otherwise)."""
     mix = spec.mix
@@ -37,11 +42,18 @@ def megatron_blend(spec: WorkflowSpec, documents: list[DocumentShardEntry]) -> l
     shards = [d for d in documents if d.format == "megatron" and d.tokens]
     raw = [weights.get(d.bucket or "other", mix.default_weight) * d.tokens for d in shards]
     total = sum(raw) or 1.0
-    return [
+    blend = [
         BlendEntry(weight=w / total, prefix=d.prefix, bucket=d.bucket or "other")
         for w, d in zip(raw, shards, strict=True)
-        if w > 0
+        if w / total > 0
     ]
+    if shards and not blend:
+        raise BlendError(
+            "mix.apply is 'blend' but every bucket that holds documents has weight 0 "
+            f"({', '.join(sorted({d.bucket or 'other' for d in shards}))}): the trainer would have nothing to "
+            "sample; give one of them a positive weight (or default_weight)"
+        )
+    return blend
 
 
 def write_megatron_args(spec: WorkflowSpec, manifest: Manifest) -> None:
@@ -57,35 +69,46 @@ def write_megatron_args(spec: WorkflowSpec, manifest: Manifest) -> None:
     write_bytes_atomic(join(spec.output.url, PER_SPLIT_ARGS), json.dumps(per_split, indent=1).encode())
 
 
+#: Makes data-args.txt's prefixes absolute. The output directory comes from the environment (``ENVIRON``), never
+#: from program text, so no character of a path can act as code (a sed script would run ``e`` commands).
+ABSOLUTE_ARGS = """OUT="$OUT" awk '{ $NF = ENVIRON["OUT"] "/" $NF; print }' "$OUT/%s" > data-args.txt"""
+
+
 def usage(spec: WorkflowSpec, manifest: Manifest) -> dict[str, str]:
-    """One ready-to-paste snippet per trainer that can read this output (``$OUT``: the output directory)."""
-    out, formats, snippets = "$OUT", set(spec.output.shard_formats), {}
+    """One ready-to-paste snippet per trainer that can read this output. Each reads the output directory from the
+    environment variable ``OUT`` (``refinery run`` prints the line that sets it), so none embeds a path."""
+    formats, snippets = set(spec.output.shard_formats), {}
     tokenizer = manifest.tokenizer
     if "megatron" in formats and manifest.documents:
         args = ["--data-args-path data-args.txt", "--split 99,1,0"]
         if tokenizer is not None:
-            args += ["--tokenizer-type HuggingFaceTokenizer", "--tokenizer-model deepseek-ai/DeepSeek-V3",
+            model = (
+                "deepseek-ai/DeepSeek-V3"
+                if tokenizer.name in BUILTIN_TOKENIZERS
+                else f"<the directory of {tokenizer.name}>"
+            )
+            args += ["--tokenizer-type HuggingFaceTokenizer", f"--tokenizer-model {model}",
                      f"--vocab-size {tokenizer.vocab_size}"]  # fmt: skip
-        snippets["megatron"] = (
-            f'sed "s#megatron/#$OUT/megatron/#" "$OUT/{DATA_ARGS}" > data-args.txt  # absolute prefixes; then: '
-            + " ".join(args)
-        )
+        snippets["megatron"] = f"{ABSOLUTE_ARGS % DATA_ARGS}  # absolute prefixes; then: " + " ".join(args)
     if "datatrove" in formats and manifest.documents:
         seq_len = spec.pack.seq_len if spec.pack else 4096
         snippets["nanotron / datatrove"] = (
-            "from datatrove.utils.dataset import DatatroveFolderDataset; "
-            f"DatatroveFolderDataset('{out}/datatrove', seq_len={seq_len}, token_size=4, recursive=True)"
+            "import os; from datatrove.utils.dataset import DatatroveFolderDataset; "
+            f"DatatroveFolderDataset(os.environ['OUT'] + '/datatrove', seq_len={seq_len}, token_size=4, recursive=True)"
         )
     if "parquet" in formats and manifest.shards:
         snippets["hf datasets (packed)"] = (
-            f"datasets.load_dataset('parquet', data_files='{out}/shards/*.parquet', split='train')"
-            "  # input_ids, cu_seqlens (varlen attention), doc_ids, n_pad"
+            "import os, datasets; datasets.load_dataset('parquet', data_files=os.environ['OUT'] + "
+            "'/shards/*.parquet', split='train')  # input_ids, cu_seqlens (varlen attention), doc_ids, n_pad"
         )
     if "megatron_packed" in formats and manifest.shards:
         snippets["megatron (packed)"] = (
-            f"IndexedDataset('{out}/shards/<shard>') and IndexedDataset('{out}/shards/<shard>.cu_seqlens'): one packed "
+            "IndexedDataset(os.environ['OUT'] + '/shards/<shard>') and the same + '.cu_seqlens': one packed "
             "sequence per item, for trainers that take packed input"
         )
     if spec.stages and spec.stages[-1].stage == "rl_set":
-        snippets["verl"] = f"data.train_files=[$(ls {out}/rl/*.parquet | paste -sd,)] data.prompt_key=prompt"
+        snippets["verl"] = (
+            """data.train_files="$(python -c 'import glob, json, os; print(json.dumps(sorted(glob.glob("""
+            """os.environ["OUT"] + "/rl/*.parquet"))))')" data.prompt_key=prompt"""
+        )
     return snippets

@@ -21,6 +21,7 @@ from schemas.stages import (
     SftFormatConfig,
     StageConfig,
     TokenizeConfig,
+    bucket_dir,
 )
 
 InputFormat = Literal["auto", "jsonl", "parquet", "csv", "text"]
@@ -129,7 +130,7 @@ class WorkflowSpec(BaseModel):
                 raise ValueError(f"stages[{i}]: 'pack' needs a 'tokenize' (or 'sft_format') stage before it")
             if isinstance(stage, SftFormatConfig) and "cot_format" not in names[:i]:
                 raise ValueError(f"stages[{i}]: 'sft_format' needs a 'cot_format' stage before it")
-        for name in ("tokenize", *GLOBAL_STAGES):
+        for name in ("tokenize", "mix", *GLOBAL_STAGES):
             if names.count(name) > 1:
                 raise ValueError(f"stages: '{name}' may appear only once")
         where = [i for i, name in enumerate(names) if name in GLOBAL_STAGES]
@@ -151,12 +152,28 @@ class WorkflowSpec(BaseModel):
                 f"(documents only): choose pack.mode concat or best_fit, or keep only {' / '.join(DOCUMENT_FORMATS)}"
             )
         mix = next((s for s in self.stages if isinstance(s, MixConfig)), None)
+        if mix is not None and mix.apply == "blend":
+            self._check_blend(mix)
         if mix is not None and mix.apply == "blend" and packed:
             raise ValueError(
                 f"output.shard_formats: mix.apply 'blend' leaves the weights to the trainer's sampler, which reads "
                 f"the document formats ({' / '.join(DOCUMENT_FORMATS)}); {', '.join(packed)} would hold an unmixed "
                 "corpus: drop them, or use mix.apply 'copies'"
             )
+
+    def _check_blend(self, mix: MixConfig) -> None:
+        """A trainer-side blend is a Megatron blend file over per-bucket prefixes: it needs the megatron format,
+        one directory per bucket, and a weight to sample."""
+        if "megatron" not in self.output.shard_formats:
+            raise ValueError(
+                "output.shard_formats: mix.apply 'blend' writes the weights as a Megatron blend file, so it needs the "
+                "megatron format (datatrove alone would read every bucket evenly); add megatron, or use apply 'copies'"
+            )
+        if mix.default_weight == 0 and not any(w > 0 for w in mix.weights.values()):
+            raise ValueError("mix: every weight is 0 (default_weight too): a blend would have nothing to sample")
+        dirs = [bucket_dir(key) for key in [*mix.weights, "other"]]
+        if len(set(dirs)) != len(dirs):
+            raise ValueError("mix.weights: two bucket keys map to the same directory name; rename one")
 
     def _check_mix(self, names: list[str]) -> None:
         """A mix key must name a column that an earlier stage produces (domain: tags; lang: language)."""
@@ -286,6 +303,10 @@ def parse_spec(data: Any, source: str = "spec", policy: PathPolicy | None = None
     comes back resolved; a refusal is a :class:`SpecError` with ``refused`` set."""
     if not isinstance(data, dict):
         raise SpecError(["the spec must be a mapping"], source)
+    try:
+        json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(["the spec holds text that is not valid Unicode (a lone surrogate)"], source) from None
     try:
         return WorkflowSpec.model_validate(data, context={"path_policy": policy})
     except ValidationError as error:

@@ -5,6 +5,8 @@ A new stage adds its config class here and to :data:`StageConfig`, and its funct
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -243,10 +245,19 @@ class MixConfig(StageBase):
     @field_validator("weights")
     @classmethod
     def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        if "other" in value:
+            raise ValueError("'other' is the bucket of the documents that match no key: use default_weight")
         for key, weight in value.items():
             if not 0 <= weight <= MAX_WEIGHT:
                 raise ValueError(f"weight of {key!r} must be between 0 and {MAX_WEIGHT}")
         return value
+
+
+def bucket_dir(bucket: str) -> str:
+    """A directory name for a mix bucket key (``lang=en`` → ``lang_en-<hash>``); keys are user text, never a
+    path. The 64-bit hash keeps keys that slug alike apart; the spec refuses keys that would still share one."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", bucket).strip("._") or "bucket"
+    return f"{slug[:48]}-{hashlib.sha256(bucket.encode()).hexdigest()[:16]}"
 
 
 class CotFormatConfig(StageBase):

@@ -19,24 +19,17 @@ batch through ``AtomicWriter``: a killed task leaves no file under a final name.
 from __future__ import annotations
 
 import hashlib
-import re
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.manifest import DocumentShardEntry
-from schemas.stages import PackConfig
+from schemas.stages import PackConfig, bucket_dir
 from stages.mix import MIX_BUCKET
 from stages.pack import LOSS_MASK, document_stream, expand_copies, mask_stream
 from storage.fs import AtomicWriter, join, write_bytes_atomic
 from storage.megatron import encode_index
-
-
-def bucket_dir(bucket: str) -> str:
-    """A directory name for a mix bucket key (``lang=en`` → ``lang_en``); keys are user text, never a path."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", bucket).strip("._") or "bucket"
-    return f"{slug[:48]}-{hashlib.sha256(bucket.encode()).hexdigest()[:6]}"
 
 
 class _MegatronDocuments:

@@ -82,3 +82,24 @@ def test_wheel_holds_the_packages_and_entry_point(tmp_path: Path) -> None:
     assert not any(n.startswith(("tests/", "bench/", "workflows/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "refinery = pipeline.cli:entry" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_the_printed_training_lines_are_exact_and_safe_to_paste_whatever_the_output_path(tmp_path: Path) -> None:
+    """An output path full of shell, sed and rich-markup syntax: the run prints it as it is, and pasting the
+    printed lines makes data-args.txt absolute without running anything."""
+    corpus = write_jsonl_corpus(tmp_path / "corpus", files=2, docs_per_file=20)
+    out = tmp_path / "o[red]ut #;e touch PWNED;# & 'q' $(touch PWNED2)"
+    command = [BIN / "refinery", "run", ROOT / "workflows" / "tokenize.yaml", "--input", corpus, "--output", out,
+               "--workers", "1", "--no-progress"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    export = next(line.strip() for line in lines if line.strip().startswith("export OUT="))
+    megatron = next(line.split("megatron: ", 1)[1] for line in lines if "megatron: " in line and "awk" in line)
+    assert "note: Megatron splits its data-args on whitespace" in result.stdout
+    paste = f"{export}\n{megatron.split('  # ')[0]}\n"
+    subprocess.run(["bash", "-c", paste], cwd=tmp_path, check=True, timeout=60)
+    prefixes = (tmp_path / "data-args.txt").read_text().splitlines()
+    assert prefixes and all(p.startswith(str(out) + "/megatron/part-") for p in prefixes), prefixes
+    assert all(Path(p + ".bin").exists() for p in prefixes)
+    assert not list(tmp_path.rglob("PWNED*")), "nothing in the path ran"

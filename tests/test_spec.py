@@ -107,3 +107,20 @@ def test_layouts_cannot_be_mixed_up() -> None:
     assert parse_spec(_layout_spec(["megatron", "datatrove"], "none", blend)).mix.apply == "blend"
     with pytest.raises(SpecError, match="only once"):
         parse_spec(_layout_spec(["megatron", "megatron"], "none"))
+
+
+def test_blend_specs_that_cannot_be_sampled_are_refused() -> None:
+    def blend(weights: dict, formats: list[str], default: float = 1.0) -> dict:
+        mix = {"stage": "mix", "weights": weights, "apply": "blend", "default_weight": default}
+        return _layout_spec(formats, "none", mix)
+
+    with pytest.raises(SpecError, match="needs the megatron format"):
+        parse_spec(blend({"source~a": 2.0}, ["datatrove"]))
+    with pytest.raises(SpecError, match="every weight is 0"):
+        parse_spec(blend({"source~a": 0.0}, ["megatron"], default=0.0))
+    with pytest.raises(SpecError, match="match no key"):
+        parse_spec(blend({"other": 2.0}, ["megatron"]))
+    with pytest.raises(SpecError, match="may appear only once"):
+        parse_spec({**_layout_spec(["megatron"], "none"), "stages": [{"stage": "mix"}, {"stage": "mix"}]})
+    with pytest.raises(SpecError, match="lone surrogate"):
+        parse_spec(blend({"source~\ud800": 2.0}, ["megatron"]))

@@ -233,3 +233,19 @@ def test_datatrove_folder_dataset_reads_the_documents(documents_job: tuple[Path,
     index = np.fromfile(out / "datatrove" / "part-00000.ds.index", np.uint64)
     kept = len(_kept_ids(out, "part-00000"))
     assert len(index) == kept and (np.fromfile(out / "datatrove" / "part-00000.ds", np.uint32)[index - 1] == EOS).all()
+
+
+def test_a_blend_whose_documents_all_weigh_zero_fails_with_the_reason(tmp_path: Path) -> None:
+    from pipeline.training import BlendError
+
+    corpus = write_jsonl_corpus(tmp_path / "corpus", files=1, docs_per_file=20)
+    spec = parse_spec({
+        "name": "typo",
+        "input": {"url": str(corpus)},
+        "output": {"url": str(tmp_path / "out"), "shard_formats": ["megatron"]},
+        "stages": [{"stage": "mix", "weights": {"source~wikipedia": 3.0}, "default_weight": 0, "apply": "blend"},
+                   {"stage": "tokenize"}, {"stage": "pack", "mode": "none"}],
+    })  # fmt: skip
+    with pytest.raises(BlendError, match="every bucket that holds documents has weight 0"):
+        run_workflow(spec, workers=1, show_progress=False)
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
