@@ -90,8 +90,8 @@ def print_funnel(manifest: Manifest, output: str) -> None:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 
     for bucket, share in manifest.mix.items():
-        say(f"mix bucket {bucket}: {share.tokens:,} tokens ({share.share:.1%})")
-    say(f"tokens {funnel.tokens:,} (before BOS/EOS); output: {output}")
+        say(f"mix bucket {bucket}: {share.tokens:,} tokens, {share.share:.1%} of what is trained on")
+    say(f"tokens {funnel.tokens:,} (before BOS/EOS); output: {output}" if funnel.tokens else f"output: {output}")
     for fmt, tokens in manifest.tokens.items():
         if fmt in PACKED_FORMATS:
             shards = len(manifest.shards)
@@ -99,7 +99,7 @@ def print_funnel(manifest: Manifest, output: str) -> None:
                 f"{shards} shard(s) under shards/")  # fmt: skip
         else:
             n = sum(1 for d in manifest.documents if d.format == fmt)
-            say(f"  {fmt}: {tokens:,} tokens, one document per kept document, {n} file(s) under {fmt}/")
+            say(f"  {fmt}: {tokens:,} tokens, one document per kept document, {n} shard(s) under {fmt}/")
     if manifest.usage:
         say(f"train on it:\n  export OUT={shlex.quote(output)}")
         for trainer, snippet in manifest.usage.items():

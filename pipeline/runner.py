@@ -26,7 +26,7 @@ from pipeline.partition import PartitionPlan
 from pipeline.planner import number_lines, plan_partitions
 from pipeline.progress import JobProgress
 from pipeline.segments import Segment, run_segment, segment_done, segments_of
-from pipeline.training import bucket_weights, megatron_blend, usage, write_megatron_args
+from pipeline.training import blend_shares, megatron_blend, usage, write_datatrove_weights, write_megatron_args
 from pipeline.waiting import as_finished
 from schemas.manifest import Funnel, Manifest, PartitionReport, mix_shares
 from schemas.spec import DOCUMENT_FORMATS, PACKED_FORMATS, WorkflowSpec
@@ -275,7 +275,7 @@ def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
         shard_formats=list(spec.output.shard_formats),
         shards=shards,
         funnel=funnel,
-        mix=mix_shares(reports, bucket_weights(spec) if blend else None),
+        mix=blend_shares(spec, documents) if blend else mix_shares(reports),
         documents=documents,
         tokens={fmt: n for fmt, n in tokens.items() if fmt in spec.output.shard_formats and pack is not None},
         tokenizer=tokenizer_identity(spec.tokenizer, pack) if spec.tokenizer and pack else None,
@@ -288,5 +288,6 @@ def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
     if spec.exact_dedup or spec.minhash_dedup:
         write_cluster_table(spec.output.url, [r.partition for r in reports])
     write_megatron_args(spec, manifest)
+    write_datatrove_weights(spec, manifest)
     write_manifest(spec.output.url, manifest)
     return manifest

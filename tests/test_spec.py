@@ -99,7 +99,7 @@ def _layout_spec(formats: list[str] | None, pack_mode: str, mix: dict | None = N
 def test_layouts_cannot_be_mixed_up() -> None:
     assert parse_spec(_layout_spec(None, "none")).output.shard_formats == ["megatron"], "documents only by default"
     assert parse_spec(_layout_spec(None, "best_fit")).output.shard_formats == ["megatron", "parquet"]
-    with pytest.raises(SpecError, match=r"parquet hold packed sequences, but pack\.mode is 'none'"):
+    with pytest.raises(SpecError, match=r"parquet holds packed sequences, but pack\.mode is 'none'"):
         parse_spec(_layout_spec(["megatron", "parquet"], "none"))
     blend = {"stage": "mix", "weights": {"source~wiki": 2.0}, "apply": "blend"}
     with pytest.raises(SpecError, match="blend' leaves the weights to the trainer's sampler"):

@@ -184,6 +184,9 @@ def test_blend_writes_each_bucket_once_with_weights(blend_job: Path) -> None:
     expected = 3 * tokens["source~wiki"] / (3 * tokens["source~wiki"] + tokens["other"])
     assert weights["source~wiki"] == pytest.approx(expected) and sum(weights.values()) == pytest.approx(1)
     assert manifest["mix"]["source~wiki"]["share"] == pytest.approx(expected, abs=1e-5)
+    nanotron = json.loads((blend_job / "datatrove" / "bucket-weights.json").read_text())
+    assert {r["bucket"]: r["weight"] for r in nanotron} == pytest.approx(weights, abs=1e-5)
+    assert all(list((blend_job / r["folder"]).glob("*.ds")) for r in nanotron), "one datatrove folder per bucket"
     per_split = json.loads((blend_job / "megatron" / "per-split-data-args.json").read_text())
     assert per_split["train"] == (blend_job / "megatron" / "data-args.txt").read_text().split()
 
