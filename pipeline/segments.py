@@ -31,7 +31,7 @@ from schemas.stages import GLOBAL_STAGES, ExactDedupConfig, MinHashDedupConfig, 
 from stages import stage_function
 from stages.dedup import apply_decisions, exact_keys, minhash_keys, order_keys
 from stages.mix import MIX_BUCKET, MIX_COPIES
-from stages.pack import Packer, finish
+from stages.pack import Packer, finish, frame_documents
 from stages.rl_set import VERL_SCHEMA, rl_rows
 from storage.documents import DocumentShards
 from storage.fs import exists, join, local_refusal, read_bytes, write_bytes_atomic
@@ -283,19 +283,20 @@ class _Terminal:
         packed = [f for f in out.shard_formats if f in PACKED_FORMATS]
         self.packer = Packer(pack) if pack is not None and pack.mode != "none" and packed else None
         self.shards = ShardWriter(join(out.url, "shards"), plan.name, plan.index, packed, out.shard_sequences)
-        blend = spec.mix is not None and spec.mix.apply == "blend"
-        self.documents = (
-            DocumentShards(out.url, plan.name, plan.index, list(out.shard_formats), pack, blend, spec.tokenizer or "")
-            if pack is not None
-            else None
-        )
+        self.blend = spec.mix is not None and spec.mix.apply == "blend"
+        self.documents = DocumentShards(out.url, plan.name, plan.index, list(out.shard_formats), spec.tokenizer or "")
         self.rl_parts = 0
         self.tokens = 0
         self.mix_tokens: Counter[str] = Counter()
 
     def pack(self, documents: pa.Table) -> None:
-        """Lay a batch of tokenized documents out in every format: documents as they are, and packed."""
-        self.documents.add(documents)
+        """Lay a batch of tokenized documents out in every format: documents as they are (each mix bucket apart
+        when the trainer applies the mix), and packed."""
+        if self.documents.formats and documents.num_rows:
+            buckets = documents.column(MIX_BUCKET) if self.blend and MIX_BUCKET in documents.column_names else None
+            for bucket in sorted(pc.unique(buckets).to_pylist()) if buckets is not None else [None]:
+                part = documents if bucket is None else documents.filter(pc.equal(buckets, bucket))
+                self.documents.add(bucket, *frame_documents(part, self.spec.pack))
         if self.packer is not None:
             self.shards.add(self.packer.add(documents))
 
@@ -321,7 +322,7 @@ class _Terminal:
         if self.packer is not None:
             self.shards.add(finish(self.packer))
         shards = self.shards.close()
-        documents = self.documents.close() if self.documents is not None else []
+        documents = self.documents.close()
         states = [*(SegmentState.load(join(work_url(spec, k, plan), "state.json")) for k in range(index)), state]
         records = [part_url(work_url(spec, k, plan), "records", n) for k, s in enumerate(states)
                    for n, b in enumerate(s.batches) if b["records"]]  # fmt: skip

@@ -291,6 +291,15 @@ def mask_stream(table: pa.Table, config: PackConfig) -> np.ndarray:
     return document_stream(masks, mask_config)[0].astype(np.int8)
 
 
+def frame_documents(table: pa.Table, config: PackConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The document layout of a batch: every document's ids framed by BOS/EOS as one flat stream (mix copies laid
+    out), each document's length, and the loss-mask stream when the batch has one (SFT)."""
+    table = expand_copies(table)
+    stream, offsets = document_stream(table, config)
+    mask = mask_stream(table, config) if LOSS_MASK in table.column_names else None
+    return stream, np.diff(offsets), mask
+
+
 def pack(table: pa.Table, config: PackConfig) -> pa.Table:
     """Packed sequences (SEQUENCE_SCHEMA) from a tokenized document batch, in a deterministic order."""
     return Packer(config).add(table, final=True)

@@ -21,13 +21,9 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from schemas.manifest import DocumentShardEntry
-from schemas.stages import PackConfig, bucket_dir
-from stages.mix import MIX_BUCKET
-from stages.pack import LOSS_MASK, document_stream, expand_copies, mask_stream
+from schemas.stages import bucket_dir
 from storage.fs import AtomicWriter, join, write_bytes_atomic
 from storage.megatron import encode_index
 
@@ -122,36 +118,21 @@ class _Shard:
 class DocumentShards:
     """The document-layout shards of one split: ``OUT/<format>/[<bucket>/]<split>``."""
 
-    def __init__(
-        self, out: str, name: str, partition: int, formats: list[str], framing: PackConfig, blend: bool,
-        tokenizer: str,
-    ) -> None:  # fmt: skip
+    def __init__(self, out: str, name: str, partition: int, formats: list[str], tokenizer: str) -> None:
         self.out, self.name, self.partition = out, name, partition
         self.formats = [f for f in formats if f in ("megatron", "datatrove")]
-        self.framing, self.blend, self.tokenizer = framing, blend, tokenizer
+        self.tokenizer = tokenizer
         self.shards: dict[str | None, _Shard] = {}
 
-    def add(self, documents: pa.Table) -> None:
-        """Write a batch of tokenized documents (copies laid out as the mix decided)."""
-        if not self.formats or not documents.num_rows:
+    def add(self, bucket: str | None, stream: np.ndarray, lengths: np.ndarray, mask: np.ndarray | None) -> None:
+        """Append documents (their framed ids as one flat ``stream``, and ``lengths``) to ``bucket``'s shard
+        (None: the one shard of an unbucketed output)."""
+        if not self.formats or not len(lengths):
             return
-        documents = expand_copies(documents)
-        if not documents.num_rows:  # every copy count was 0: no empty shard
-            return
-        if not self.blend or MIX_BUCKET not in documents.column_names:
-            self._write(None, documents)
-            return
-        buckets = documents.column(MIX_BUCKET)
-        for bucket in sorted(pc.unique(buckets).to_pylist()):
-            self._write(bucket, documents.filter(pc.equal(buckets, bucket)))
-
-    def _write(self, bucket: str | None, documents: pa.Table) -> None:
-        stream, offsets = document_stream(documents, self.framing)
-        mask = mask_stream(documents, self.framing) if LOSS_MASK in documents.column_names else None
         if bucket not in self.shards:
             relative = self.name if bucket is None else f"{bucket_dir(bucket)}/{self.name}"
             self.shards[bucket] = _Shard(self.out, relative, self.formats, mask is not None, self.tokenizer)
-        self.shards[bucket].write(stream, np.diff(offsets), mask)
+        self.shards[bucket].write(stream, lengths, mask)
 
     def close(self) -> list[DocumentShardEntry]:
         entries = []
