@@ -125,7 +125,7 @@ def _check_text(col: _Collector, text: object, line: int, cfg: InputSpec, raw: b
     elif not isinstance(text, str):
         kind = type(text).__name__
         col.quarantine(line, "non_string_field", f"field {cfg.text_field!r} is a {kind}", cfg.text_field, raw)
-    elif not text.strip():
+    elif not text or text.isspace():  # isspace copies nothing; strip() copied every text
         col.quarantine(line, "empty_text", f"field {cfg.text_field!r} is empty", cfg.text_field, raw)
     else:
         return text
@@ -154,7 +154,7 @@ def read_jsonl(
         if len(line) > cfg.max_doc_bytes:  # long lines are cut when read, so their full length is not known here
             col.quarantine(number, "too_large", f"record longer than max_doc_bytes ({cfg.max_doc_bytes})", raw=line)
             continue
-        if not line.strip():
+        if not line or line.isspace():
             col.quarantine(number, "blank_line", "blank line", raw=line)
             continue
         try:
