@@ -80,6 +80,7 @@ def test_wheel_holds_the_packages_and_entry_point(tmp_path: Path) -> None:
     for package in ("pipeline", "stages", "schemas", "api", "storage"):
         assert f"{package}/__init__.py" in names
     assert not any(n.startswith(("tests/", "bench/", "workflows/")) for n in names)
+    assert "stages/data/spacy_en_tokenizer.json" in names and "api/static/index.html" in names, "package data"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "refinery = pipeline.cli:entry" in zipfile.ZipFile(wheel).read(entry).decode()
 

@@ -15,6 +15,7 @@ from stages.text_stats import NGrams, first_occurrences, repeated_ngram_chars_bo
 from stages.words import split_words
 
 from .quality_corpus import prose_documents
+from .word_corpus import KINDS, kind_documents, kind_lines
 
 PROSE = (
     "The committee met on Tuesday to review the proposal. It was the third meeting of the year, and the "
@@ -127,6 +128,50 @@ def test_words_match_spacy() -> None:
     words = split_words(pa.array(texts))
     for i, text in enumerate(texts):
         assert words.tokens.filter(pa.array(words.doc == i)).to_pylist() == split_into_words(text)
+
+
+def test_the_shipped_word_rules_are_the_pinned_spacys() -> None:
+    import json
+    from pathlib import Path
+
+    from .spacy_rules import export
+
+    shipped = json.loads((Path(__file__).parents[1] / "stages" / "data" / "spacy_en_tokenizer.json").read_text())
+    assert shipped == json.loads(json.dumps(export())), "regenerate: python -m tests.spacy_rules > stages/data/…"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_words_equal_spacys_on_real_lines_of_every_kind(kind: str) -> None:
+    """A differential test: datatrove's split_into_words (spaCy) and ours on thousands of real lines."""
+    from datatrove.utils.text import split_into_words
+
+    lines = kind_lines(kind, 3000)
+    assert len(lines) >= 3000, f"only {len(lines)} lines of {kind} text on this machine"
+    words = split_words(pa.array(lines))
+    ours: list[list[str]] = [[] for _ in lines]
+    for token, doc in zip(words.tokens.to_pylist(), words.doc.tolist(), strict=True):
+        ours[doc].append(token)
+    differ = [(line, o) for line, o in zip(lines, ours, strict=True) if o != split_into_words(line)]
+    print(f"\n{kind}: {len(lines) - len(differ)}/{len(lines)} lines split exactly as spaCy does")
+    assert not differ, differ[:3]
+
+
+def test_keep_drop_agreement_with_datatrove_on_every_kind_of_text() -> None:
+    total = same_total = 0
+    for kind in KINDS:
+        docs = kind_documents(kind, 400)
+        assert len(docs) >= 90, f"only {len(docs)} documents of {kind} text on this machine"
+        ours = quality(pa.table({"text": docs}), QualityConfig(order=DATATROVE_ORDER)).column("q_reason").to_pylist()
+        theirs = datatrove_verdicts(docs)
+        same = sum((a is None) == (b is None) for a, b in zip(ours, theirs, strict=True))
+        both = [(a, b) for a, b in zip(ours, theirs, strict=True) if a and b]
+        same_rule = sum(a.split(":")[0] == b.split(":")[0] for a, b in both)
+        kept = sum(b is None for b in theirs)
+        print(f"\n{kind}: keep/drop agreement {same / len(docs):.4f} on {len(docs)} documents "
+              f"({kept} kept by datatrove); same first rule on {same_rule}/{len(both)} of those both drop")  # fmt: skip
+        assert same / len(docs) >= 0.99 and same_rule / max(len(both), 1) >= 0.95
+        total, same_total = total + len(docs), same_total + same
+    assert same_total / total >= 0.995
 
 
 def test_greedy_repeated_ngrams_equal_datatrove() -> None:

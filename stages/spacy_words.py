@@ -1,0 +1,159 @@
+"""spaCy's English tokenizer, the word splitter datatrove's filters use, applied to one whitespace-free piece.
+
+The rules are spaCy's own (prefix, suffix and infix regexes, the URL pattern and its 1,300 special cases such as
+"can't" → "ca n't", "e.g." or "):"), exported from the pinned spaCy into ``stages/data/spacy_en_tokenizer.json``
+by ``tests/spacy_rules.py``. The algorithm follows spaCy's ``Tokenizer``: peel prefixes and suffixes until a
+special case or nothing is left, split the rest at infixes, then merge token runs that spell a special case
+(spaCy's special-case matcher). datatrove then strips each token and drops empty ones; so does :func:`split`.
+
+Real text repeats its pieces ("end.", "(see", "):"), so each distinct piece is split once per process and cached;
+plain words (letters and digits, no special case) never get here (``stages.words``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from functools import cache
+from importlib import resources
+
+#: Pieces kept in a worker's cache at most; past it the cache starts over (a bound, not a tuning knob).
+MAX_CACHED = 1 << 20
+
+
+class SpacySplitter:
+    def __init__(self, rules: dict, specials: bool = True) -> None:
+        def compiled(name: str) -> re.Pattern[str]:
+            return re.compile(rules[name]["pattern"], rules[name]["flags"])
+
+        self.prefix_search = compiled("prefix").search
+        self.suffix_search = compiled("suffix").search
+        self.infixes: Callable[[str], Iterator[re.Match[str]]] = compiled("infix").finditer
+        self.url_match = compiled("url").match
+        self.specials: dict[str, tuple[str, ...]] = (
+            {key: tuple(value) for key, value in rules["specials"].items()} if specials else {}
+        )
+        self.cache: dict[str, tuple[str, ...]] = {}
+        # spaCy's special-case matcher: the affix-split form of each special case that affixes would break up
+        self.merges: dict[tuple[str, ...], str] = {}
+        if specials:
+            plain = SpacySplitter(rules, specials=False)
+            for key in self.specials:
+                if " " in key or self.prefix_search(key) or self.suffix_search(key) or next(self.infixes(key), None):
+                    pattern = plain.affix_split(key)
+                    if len(pattern) > 1:
+                        self.merges[pattern] = key
+        self.merge_lengths = sorted({len(p) for p in self.merges}, reverse=True)
+
+    def split(self, piece: str) -> tuple[str, ...]:
+        """The words of a piece of text without whitespace, as datatrove's ``split_into_words`` gives them."""
+        words = self.cache.get(piece)
+        if words is None:
+            if len(self.cache) >= MAX_CACHED:
+                self.cache.clear()
+            tokens = self.affix_split(piece)
+            if len(tokens) > 1 and self.merges:
+                tokens = self._merge_specials(tokens)
+            words = self.cache[piece] = tuple(t for t in (token.strip() for token in tokens) if t)
+        return words
+
+    def affix_split(self, piece: str) -> tuple[str, ...]:
+        """spaCy's ``_split_affixes`` then ``_attach_tokens``."""
+        specials = self.specials
+        if piece in specials:
+            return specials[piece]
+        prefixes: list[str] = []
+        suffixes: list[str] = []
+        string, last = piece, 0
+        while string and len(string) != last:
+            if string in specials:
+                break
+            last = len(string)
+            pre = _length(self.prefix_search(string))
+            if pre:
+                prefix, minus_pre = string[:pre], string[pre:]
+                if minus_pre in specials:
+                    prefixes.append(prefix)
+                    string = minus_pre
+                    break
+            suf = _length(self.suffix_search(string[pre:]))
+            if suf:
+                suffix, minus_suf = string[-suf:], string[:-suf]
+                if minus_suf in specials:
+                    suffixes.append(suffix)
+                    string = minus_suf
+                    break
+            if pre and suf and pre + suf <= len(string):
+                string = string[pre:-suf]
+                prefixes.append(prefix)
+                suffixes.append(suffix)
+            elif pre:
+                string = minus_pre
+                prefixes.append(prefix)
+            elif suf:
+                string = minus_suf
+                suffixes.append(suffix)
+        tokens = prefixes
+        if string:
+            if string in specials:
+                tokens.extend(specials[string])
+            elif self.url_match(string):
+                tokens.append(string)
+            else:
+                tokens.extend(self._infix_split(string))
+        tokens.extend(reversed(suffixes))
+        return tuple(tokens)
+
+    def _infix_split(self, string: str) -> list[str]:
+        tokens, start = [], 0
+        for match in self.infixes(string):
+            begin, end = match.start(), match.end()
+            if begin == 0:  # an infix at the very start is not one
+                continue
+            if begin != start:
+                tokens.append(string[start:begin])
+            if begin != end:
+                tokens.append(string[begin:end])
+            start = end
+        if string[start:]:
+            tokens.append(string[start:])
+        return tokens
+
+    def _merge_specials(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
+        """Runs of tokens that spell a special case become it ("NNTPError", ")", ":" → "NNTPError", "):"). Longest
+        runs win, then the earliest, as spaCy's filter orders them."""
+        found = [
+            (start, start + n, key)
+            for start in range(len(tokens))
+            for n in self.merge_lengths
+            if start + n <= len(tokens) and (key := self.merges.get(tokens[start : start + n])) is not None
+        ]
+        if not found:
+            return tokens
+        found.sort(key=lambda span: (span[1] - span[0], -span[0]))
+        seen: set[int] = set()
+        chosen = []
+        for start, end, key in reversed(found):
+            if start not in seen and end - 1 not in seen:
+                chosen.append((start, end, key))
+            seen.update(range(start, end))
+        merged: list[str] = []
+        at = 0
+        for start, end, key in sorted(chosen):
+            merged.extend(tokens[at:start])
+            merged.extend(self.specials[key])
+            at = end
+        merged.extend(tokens[at:])
+        return tuple(merged)
+
+
+def _length(match: re.Match[str] | None) -> int:
+    return match.end() - match.start() if match is not None else 0
+
+
+@cache
+def spacy_splitter() -> SpacySplitter:
+    """The English splitter, built once per process from the shipped rules."""
+    rules = json.loads((resources.files("stages") / "data" / "spacy_en_tokenizer.json").read_text(encoding="utf-8"))
+    return SpacySplitter(rules)
