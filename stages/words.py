@@ -2,10 +2,11 @@
 arrays.
 
 Text is split on whitespace with one Arrow kernel. A piece of letters and digits that is no special case and no
-number with a unit ("the", "2024"; not "cannot", "10km") is a word as it is, which is most of them; only the other pieces, each distinct one once, go through
-spaCy's own rules (``stages.spacy_words``), and their words replace them with Arrow kernels again. A batch thus
-costs a few C++ passes plus one Python call per distinct punctuated piece, not a spaCy ``Doc`` per document.
-``tests/test_quality.py`` compares the words with spaCy's on thousands of real lines of several kinds.
+number with a unit ("the", "2024"; not "cannot", "10km") is a word as it is, which is most of them; only the
+other pieces, each distinct one once, go through spaCy's own rules (``stages.spacy_words``), and their words
+replace them with Arrow kernels again. A batch thus costs a few C++ passes plus one Python call per distinct
+punctuated piece, not a spaCy ``Doc`` per document. ``tests/test_quality.py`` compares the words with spaCy's
+on thousands of real lines of several kinds.
 """
 
 from __future__ import annotations
