@@ -20,6 +20,8 @@ from importlib import resources
 
 #: Pieces kept in a worker's cache at most; past it the cache starts over (a bound, not a tuning knob).
 MAX_CACHED = 1 << 20
+#: Characters of a piece's end the suffix rule can see: its longest bounded suffix (5) and look-behind (2).
+SUFFIX_TAIL = 7
 
 
 class SpacySplitter:
@@ -45,6 +47,7 @@ class SpacySplitter:
                     if len(pattern) > 1:
                         self.merges[pattern] = key
         self.merge_lengths = sorted({len(p) for p in self.merges}, reverse=True)
+        self.merge_heads = {p[0] for p in self.merges}
 
     def split(self, piece: str) -> tuple[str, ...]:
         """The words of a piece of text without whitespace, as datatrove's ``split_into_words`` gives them."""
@@ -67,7 +70,7 @@ class SpacySplitter:
         suffixes: list[str] = []
         string, last = piece, 0
         while string and len(string) != last:
-            if string in specials:
+            if string in specials or _plain(string):
                 break
             last = len(string)
             pre = _length(self.prefix_search(string))
@@ -77,7 +80,7 @@ class SpacySplitter:
                     prefixes.append(prefix)
                     string = minus_pre
                     break
-            suf = _length(self.suffix_search(string[pre:]))
+            suf = self._suffix_length(string[pre:])
             if suf:
                 suffix, minus_suf = string[-suf:], string[:-suf]
                 if minus_suf in specials:
@@ -98,12 +101,20 @@ class SpacySplitter:
         if string:
             if string in specials:
                 tokens.extend(specials[string])
-            elif self.url_match(string):
+            elif _plain(string) or self.url_match(string):
                 tokens.append(string)
             else:
                 tokens.extend(self._infix_split(string))
         tokens.extend(reversed(suffixes))
         return tuple(tokens)
+
+    def _suffix_length(self, string: str) -> int:
+        """The suffix rule's match, searched in the last ``SUFFIX_TAIL`` characters only: a ``$``-anchored search
+        tries every start position, and pieces run long (URLs, code). Exact: every suffix but "..+" is at most 5
+        characters with at most 2 of look-behind (``tests/test_quality.py`` checks the shipped rules)."""
+        if len(string) > SUFFIX_TAIL and not string.endswith(".."):
+            string = string[-SUFFIX_TAIL:]
+        return _length(self.suffix_search(string))
 
     def _infix_split(self, string: str) -> list[str]:
         tokens, start = [], 0
@@ -126,6 +137,7 @@ class SpacySplitter:
         found = [
             (start, start + n, key)
             for start in range(len(tokens))
+            if tokens[start] in self.merge_heads
             for n in self.merge_lengths
             if start + n <= len(tokens) and (key := self.merges.get(tokens[start : start + n])) is not None
         ]
@@ -146,6 +158,15 @@ class SpacySplitter:
             at = end
         merged.extend(tokens[at:])
         return tuple(merged)
+
+
+_DIGIT_LETTER = re.compile(r"[0-9][^\W\d_]").search
+
+
+def _plain(string: str) -> bool:
+    """Letters and digits, no number with a unit: no affix, infix or URL rule applies ("stages.words" lets such
+    pieces through whole, and the differential tests hold both to spaCy)."""
+    return string.isalnum() and _DIGIT_LETTER(string) is None
 
 
 def _length(match: re.Match[str] | None) -> int:

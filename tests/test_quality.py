@@ -140,6 +140,42 @@ def test_the_shipped_word_rules_are_the_pinned_spacys() -> None:
     assert shipped == json.loads(json.dumps(export())), "regenerate: python -m tests.spacy_rules > stages/data/…"
 
 
+def test_the_suffix_rule_sees_only_a_pieces_tail() -> None:
+    """``SpacySplitter`` searches suffixes in a piece's last ``SUFFIX_TAIL`` characters: exact only while every
+    suffix but "..+" is at most 5 characters with at most 2 of look-behind. Checked on the shipped rules, and
+    against the whole-piece search on every distinct piece of the markup corpus."""
+    import re._constants as C
+    import re._parser as parser
+
+    from stages.spacy_words import SUFFIX_TAIL, spacy_splitter
+
+    splitter = spacy_splitter()
+    tree = parser.parse(splitter.suffix_search.__self__.pattern, splitter.suffix_search.__self__.flags)
+    (branch,) = [av for op, av in tree if op == C.BRANCH]
+    widths = [alt.getwidth()[1] for alt in branch[1]]
+    unbounded = [str(alt) for alt, w in zip(branch[1], widths, strict=True) if w > 5]
+    assert len(unbounded) == 1 and unbounded[0].startswith(
+        "[(LITERAL, 46), (MAX_REPEAT, (1, MAXREPEAT, [(LITERAL, 46)"
+    ), unbounded
+
+    def behind(items: list) -> list[int]:
+        found = []
+        for op, av in items:
+            if op in (C.ASSERT, C.ASSERT_NOT) and av[0] == -1:
+                found.append(av[1].getwidth()[1])
+            elif op == C.BRANCH:
+                found += [w for alt in av[1] for w in behind(alt)]
+            elif op == C.SUBPATTERN:
+                found += behind(av[-1])
+        return found
+
+    assert max(widths[i] for i in range(len(widths)) if widths[i] <= 5) + max(behind(tree)) == SUFFIX_TAIL
+    pieces = {p for line in kind_lines("markup", 3000) + kind_lines("code", 3000) for p in line.split()}
+    for piece in pieces:
+        full = splitter.suffix_search(piece)
+        assert splitter._suffix_length(piece) == (full.end() - full.start() if full else 0), piece
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_words_equal_spacys_on_real_lines_of_every_kind(kind: str) -> None:
     """A differential test: datatrove's split_into_words (spaCy) and ours on thousands of real lines."""
