@@ -46,6 +46,7 @@ bench: test-deps
 	$(BIN)/python bench/bench_dedup.py
 	$(BIN)/python bench/bench_quality.py --corpus prose
 	$(BIN)/python bench/bench_quality.py --corpus code
+	$(BIN)/python bench/bench_pretrain.py
 	$(BIN)/python bench/bench_service.py
 	$(BIN)/python bench/bench_scale.py --text-mb 1024
 

@@ -1,0 +1,158 @@
+"""The pretraining chain, Refinery vs datatrove, same stages, same corpus, same two workers, one run.
+
+datatrove (0.10, LocalPipelineExecutor), as its docs chain it:
+  JsonlReader → GopherRepetition → GopherQuality → C4Quality → FineWebQuality → JsonlWriter → MinhashDedupSignature;
+  MinhashDedupBuckets; MinhashDedupCluster; JsonlReader → MinhashDedupFilter → DocumentTokenizer (DeepSeek).
+Refinery: ``quality → minhash_dedup → tokenize → pack: none`` (Megatron documents), a fresh cluster then a warm one.
+Then the time per stage of one batch of the same text on one core, in this process.
+
+    python bench/bench_pretrain.py [--workers 2]
+
+The corpus is ``bench_quality.py``'s prose corpus (READMEs, licences and reference-manual prose from the
+environment, each document written twice, in different files): real prose with real near-duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from distributed import Client, LocalCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quality import prose_corpus
+from bench_tokenize import EOS, text_mb
+
+from pipeline.runner import run_workflow
+from schemas.spec import InputSpec, WorkflowSpec, parse_spec
+from stages.tokenize import tokenizer_path
+
+HERE = Path(__file__).resolve().parent
+STAGES = [{"stage": "quality"}, {"stage": "minhash_dedup"}, {"stage": "tokenize"}, {"stage": "pack", "mode": "none"}]
+
+
+def datatrove_chain(corpus: Path, out: Path, workers: int) -> float:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.tokens import DocumentTokenizer
+    from datatrove.pipeline.writers import JsonlWriter
+
+    config = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8)
+    files = len(list(corpus.glob("*.jsonl")))
+    filters = [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(), FineWebQualityFilter()]
+    tokenizer = DocumentTokenizer(str(out / "tokens"), tokenizer_name_or_path=tokenizer_path("deepseek-v3"),
+                                  eos_token=EOS, shuffle_documents=False)  # fmt: skip
+    stages = [
+        ([JsonlReader(str(corpus)), *filters, JsonlWriter(str(out / "filtered")),
+          MinhashDedupSignature(str(out / "sigs"), config=config)], files),
+        ([MinhashDedupBuckets(str(out / "sigs"), str(out / "buckets"), config=config)], config.num_buckets),
+        ([MinhashDedupCluster(str(out / "buckets"), str(out / "remove"), config=config)], 1),
+        ([JsonlReader(str(out / "filtered")), MinhashDedupFilter(str(out / "remove")), tokenizer], files),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    for i, (pipeline, tasks) in enumerate(stages):
+        LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(out / f"logs{i}")).run()
+    return time.perf_counter() - start
+
+
+def refinery_chain(corpus: Path, out: Path, workers: int) -> tuple[float, float, dict]:
+    def spec(target: Path) -> WorkflowSpec:
+        output = {"url": str(target), "shard_formats": ["megatron"]}
+        return parse_spec({"name": "bench-pretrain", "input": {"url": str(corpus)}, "output": output, "stages": STAGES})
+
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster),
+    ):
+        start = time.perf_counter()
+        result = run_workflow(spec(out / "cold"), scheduler=cluster.scheduler_address, show_progress=False)
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        run_workflow(spec(out / "warm"), scheduler=cluster.scheduler_address, show_progress=False)
+        return cold, time.perf_counter() - start, result.manifest.funnel.model_dump()
+
+
+def stage_seconds(corpus: Path, mb_limit: float = 8.0) -> dict[str, float]:
+    """One batch of about ``mb_limit`` MB of the corpus through each stage on one core (the second pass, with the
+    tokenizer and word rules loaded, as on a warm worker)."""
+    from schemas.stages import MinHashDedupConfig, PackConfig, QualityConfig, TokenizeConfig
+    from stages.minhash import signatures
+    from stages.pack import frame_documents
+    from stages.quality import quality
+    from stages.tokenize import tokenize
+    from storage.readers import read_jsonl
+
+    data = b""
+    for path in sorted(corpus.glob("*.jsonl")):
+        data += path.read_bytes()
+        if len(data) > mb_limit * 1e6:
+            break
+    timings: dict[str, float] = {}
+    for _ in range(2):
+        start = time.perf_counter()
+        batch = read_jsonl("bench", data, None, InputSpec(url="x"))
+        timings["read + parse JSONL"] = time.perf_counter() - start
+        start = time.perf_counter()
+        kept = quality(batch.documents, QualityConfig())
+        kept = kept.filter(pa.compute.is_null(kept.column("drop_reason")))
+        timings["quality (Gopher, C4, FineWeb)"] = time.perf_counter() - start
+        start = time.perf_counter()
+        signatures(kept.column("text"), MinHashDedupConfig())
+        timings["minhash signatures"] = time.perf_counter() - start
+        start = time.perf_counter()
+        tokens = tokenize(kept, TokenizeConfig())
+        timings["tokenize"] = time.perf_counter() - start
+        start = time.perf_counter()
+        frame_documents(tokens, PackConfig(mode="none"))
+        timings["frame documents"] = time.perf_counter() - start
+    mb = sum(len(t.encode()) for t in batch.documents.column("text").to_pylist()) / 1e6
+    return {"batch_mb": round(mb, 1), **{k: round(v, 3) for k, v in timings.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    corpus = prose_corpus(HERE / "data" / "prose")
+    _, mb = text_mb(corpus)
+    scratch = HERE / "results" / "scratch-pretrain"
+    shutil.rmtree(scratch, ignore_errors=True)
+    dt = datatrove_chain(corpus, scratch / "datatrove", args.workers)
+    cold, warm, funnel = refinery_chain(corpus, scratch / "ours", args.workers)
+    shutil.rmtree(scratch, ignore_errors=True)
+    report = {
+        "corpus_mb": round(mb, 1),
+        "workers": args.workers,
+        "datatrove_mb_s": round(mb / dt, 3),
+        "refinery_mb_s": round(mb / cold, 2),
+        "refinery_vs_datatrove": round(dt / cold, 1),
+        "refinery_warm_mb_s": round(mb / warm, 2),
+        "refinery_warm_vs_datatrove": round(dt / warm, 1),
+        "refinery_kept": funnel["kept"],
+        "per_stage_seconds_one_core": stage_seconds(corpus),
+    }
+    print(json.dumps(report, indent=1))
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "pretrain.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
