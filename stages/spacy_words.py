@@ -20,6 +20,10 @@ from importlib import resources
 
 #: Pieces kept in a worker's cache at most; past it the cache starts over (a bound, not a tuning knob).
 MAX_CACHED = 1 << 20
+#: Longer pieces (no whitespace: base64, minified code, a run of brackets) are one word. spaCy peels affixes one at
+#: a time, each a copy of the rest, so a piece of n brackets costs n^2: 40,000 "(" took 1 s, a 1 MB one would hold
+#: a worker for minutes. Real words are far shorter; this is the one place the words may differ from spaCy's.
+MAX_PIECE = 4096
 #: Characters of a piece's end the suffix rule can see: its longest bounded suffix (5) and look-behind (2).
 SUFFIX_TAIL = 7
 
@@ -51,6 +55,8 @@ class SpacySplitter:
 
     def split(self, piece: str) -> tuple[str, ...]:
         """The words of a piece of text without whitespace, as datatrove's ``split_into_words`` gives them."""
+        if len(piece) > MAX_PIECE:
+            return (piece,)
         words = self.cache.get(piece)
         if words is None:
             if len(self.cache) >= MAX_CACHED:

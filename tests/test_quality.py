@@ -140,6 +140,17 @@ def test_the_shipped_word_rules_are_the_pinned_spacys() -> None:
     assert shipped == json.loads(json.dumps(export())), "regenerate: python -m tests.spacy_rules > stages/data/…"
 
 
+def test_a_pathological_piece_costs_bounded_time() -> None:
+    import time
+
+    from stages.spacy_words import MAX_PIECE
+
+    start = time.perf_counter()
+    words = split_words(pa.array(["(" * 1_000_000 + "a", "ok (" * 3 + "fine).", "(" * (MAX_PIECE - 1) + "a"]))
+    assert time.perf_counter() - start < 5, "affixes are peeled one at a time: a huge piece must not go through"
+    assert words.count().tolist() == [1, 3 + 3 + 3, MAX_PIECE]
+
+
 def test_the_suffix_rule_sees_only_a_pieces_tail() -> None:
     """``SpacySplitter`` searches suffixes in a piece's last ``SUFFIX_TAIL`` characters: exact only while every
     suffix but "..+" is at most 5 characters with at most 2 of look-behind. Checked on the shipped rules, and
