@@ -58,13 +58,17 @@ class SpacySplitter:
         if len(piece) > MAX_PIECE:
             return (piece,)
         words = self.cache.get(piece)
+        if words is None and _SPACE(piece):
+            # Arrow's whitespace is not quite Python's (which spaCy splits on: "\x1f" is one); split the rest here
+            words = self.cache[piece] = tuple(w for part in piece.split() for w in self.split(part))
         if words is None:
             if len(self.cache) >= MAX_CACHED:
                 self.cache.clear()
             tokens = self.affix_split(piece)
             if len(tokens) > 1 and self.merges:
                 tokens = self._merge_specials(tokens)
-            words = self.cache[piece] = tuple(t for t in (token.strip() for token in tokens) if t)
+            # the piece holds no whitespace, so neither do its tokens: datatrove's strip changes nothing
+            words = self.cache[piece] = tokens
         return words
 
     def affix_split(self, piece: str) -> tuple[str, ...]:
@@ -167,6 +171,7 @@ class SpacySplitter:
 
 
 _DIGIT_LETTER = re.compile(r"[0-9][^\W\d_]").search
+_SPACE = re.compile(r"\s").search
 
 
 def _plain(string: str) -> bool:

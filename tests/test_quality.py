@@ -140,6 +140,15 @@ def test_the_shipped_word_rules_are_the_pinned_spacys() -> None:
     assert shipped == json.loads(json.dumps(export())), "regenerate: python -m tests.spacy_rules > stages/data/…"
 
 
+def test_whitespace_arrow_and_python_disagree_on_is_split_as_spacy_does() -> None:
+    from datatrove.utils.text import split_into_words
+
+    texts = ["a\x1fb c", "x\x1c(y)", "end.\u2028next", "a\u00a0b", "q\u200bz", "tab\there,\x0bvt"]
+    words = split_words(pa.array(texts))
+    for i, text in enumerate(texts):
+        assert words.tokens.filter(pa.array(words.doc == i)).to_pylist() == split_into_words(text), repr(text)
+
+
 def test_a_pathological_piece_costs_bounded_time() -> None:
     import time
 
