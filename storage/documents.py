@@ -107,8 +107,13 @@ class _Shard:
         if "datatrove" in formats:
             self.writers["datatrove"] = _DatatroveDocuments(join(out, "datatrove", relative), with_mask, tokenizer)
         self.documents = self.tokens = 0
+        self.with_mask = with_mask
 
     def write(self, stream: np.ndarray, lengths: np.ndarray, mask: np.ndarray | None) -> None:
+        if mask is None and self.with_mask:  # the mask files stay aligned with the tokens
+            mask = np.zeros(len(stream), np.int8)
+        elif mask is not None and not self.with_mask:
+            raise ValueError(f"{self.relative}: a loss mask arrived for a shard that began without one")
         for writer in self.writers.values():
             writer.write(stream, lengths, mask)
         self.documents += len(lengths)
