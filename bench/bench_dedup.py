@@ -29,8 +29,12 @@ from schemas.spec import parse_spec
 HERE = Path(__file__).resolve().parent
 
 
-def datatrove_minhash(corpus: Path, out: Path, workers: int) -> tuple[float, int]:
-    from datatrove.executor import LocalPipelineExecutor
+def minhash_stages(
+    documents: list, out: Path, files: int, then: list, removed: object = None
+) -> list[tuple[list, int]]:
+    """datatrove's four MinHash steps (5-grams, 14 x 8) as (pipeline, tasks): signatures of ``documents`` (a
+    reader and the steps before), buckets, clusters, then the reader again with the filter (its exclusion writer
+    ``removed``) and ``then``."""
     from datatrove.pipeline.dedup.minhash import (
         MinhashConfig,
         MinhashDedupBuckets,
@@ -38,28 +42,33 @@ def datatrove_minhash(corpus: Path, out: Path, workers: int) -> tuple[float, int
         MinhashDedupFilter,
         MinhashDedupSignature,
     )
-    from datatrove.pipeline.readers import JsonlReader
-    from datatrove.pipeline.writers import JsonlWriter
 
     config = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8)
-    files = len(list(corpus.glob("*.jsonl")))
-    stages = [
-        ([JsonlReader(str(corpus)), MinhashDedupSignature(str(out / "sigs"), config=config)], files),
+    return [
+        ([*documents, MinhashDedupSignature(str(out / "sigs"), config=config)], files),
         ([MinhashDedupBuckets(str(out / "sigs"), str(out / "buckets"), config=config)], config.num_buckets),
         ([MinhashDedupCluster(str(out / "buckets"), str(out / "remove"), config=config)], 1),
-        (
-            [
-                JsonlReader(str(corpus)),
-                MinhashDedupFilter(str(out / "remove"), exclusion_writer=JsonlWriter(str(out / "removed"))),
-                JsonlWriter(str(out / "kept")),
-            ],
-            files,
-        ),
+        ([documents[0], MinhashDedupFilter(str(out / "remove"), exclusion_writer=removed), *then], files),
     ]
+
+
+def run_stages(stages: list[tuple[list, int]], out: Path, workers: int) -> float:
+    from datatrove.executor import LocalPipelineExecutor
+
     start = time.perf_counter()
     for i, (pipeline, tasks) in enumerate(stages):
         LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(out / f"logs{i}")).run()
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def datatrove_minhash(corpus: Path, out: Path, workers: int) -> tuple[float, int]:
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    files = len(list(corpus.glob("*.jsonl")))
+    stages = minhash_stages([JsonlReader(str(corpus))], out, files, [JsonlWriter(str(out / "kept"))],
+                            removed=JsonlWriter(str(out / "removed")))  # fmt: skip
+    seconds = run_stages(stages, out, workers)
     removed = sum(1 for f in (out / "removed").rglob("*.jsonl*") for _ in _lines(f))
     return seconds, removed
 

@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-from distributed import Client, LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import prose_corpus
+from bench_dedup import minhash_stages, run_stages
+from bench_quality import fresh_then_warm, prose_corpus
 from bench_tokenize import EOS, text_mb
 
-from pipeline.runner import run_workflow
 from schemas.spec import InputSpec, WorkflowSpec, parse_spec
 from stages.tokenize import tokenizer_path
 
@@ -37,14 +36,6 @@ STAGES = [{"stage": "quality"}, {"stage": "minhash_dedup"}, {"stage": "tokenize"
 
 
 def datatrove_chain(corpus: Path, out: Path, workers: int) -> float:
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (
-        MinhashConfig,
-        MinhashDedupBuckets,
-        MinhashDedupCluster,
-        MinhashDedupFilter,
-        MinhashDedupSignature,
-    )
     from datatrove.pipeline.filters import (
         C4QualityFilter,
         FineWebQualityFilter,
@@ -55,22 +46,14 @@ def datatrove_chain(corpus: Path, out: Path, workers: int) -> float:
     from datatrove.pipeline.tokens import DocumentTokenizer
     from datatrove.pipeline.writers import JsonlWriter
 
-    config = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8)
     files = len(list(corpus.glob("*.jsonl")))
     filters = [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(), FineWebQualityFilter()]
     tokenizer = DocumentTokenizer(str(out / "tokens"), tokenizer_name_or_path=tokenizer_path("deepseek-v3"),
                                   eos_token=EOS, shuffle_documents=False)  # fmt: skip
-    stages = [
-        ([JsonlReader(str(corpus)), *filters, JsonlWriter(str(out / "filtered")),
-          MinhashDedupSignature(str(out / "sigs"), config=config)], files),
-        ([MinhashDedupBuckets(str(out / "sigs"), str(out / "buckets"), config=config)], config.num_buckets),
-        ([MinhashDedupCluster(str(out / "buckets"), str(out / "remove"), config=config)], 1),
-        ([JsonlReader(str(out / "filtered")), MinhashDedupFilter(str(out / "remove")), tokenizer], files),
-    ]  # fmt: skip
-    start = time.perf_counter()
-    for i, (pipeline, tasks) in enumerate(stages):
-        LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(out / f"logs{i}")).run()
-    return time.perf_counter() - start
+    filtered = [JsonlReader(str(corpus)), *filters, JsonlWriter(str(out / "filtered"))]
+    stages = minhash_stages(filtered, out, files, [tokenizer])
+    stages[-1] = ([JsonlReader(str(out / "filtered")), *stages[-1][0][1:]], files)  # the filter reads the kept
+    return run_stages(stages, out, workers)
 
 
 def refinery_chain(corpus: Path, out: Path, workers: int) -> tuple[float, float, dict]:
@@ -78,16 +61,7 @@ def refinery_chain(corpus: Path, out: Path, workers: int) -> tuple[float, float,
         output = {"url": str(target), "shard_formats": ["megatron"]}
         return parse_spec({"name": "bench-pretrain", "input": {"url": str(corpus)}, "output": output, "stages": STAGES})
 
-    with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster),
-    ):
-        start = time.perf_counter()
-        result = run_workflow(spec(out / "cold"), scheduler=cluster.scheduler_address, show_progress=False)
-        cold = time.perf_counter() - start
-        start = time.perf_counter()
-        run_workflow(spec(out / "warm"), scheduler=cluster.scheduler_address, show_progress=False)
-        return cold, time.perf_counter() - start, result.manifest.funnel.model_dump()
+    return fresh_then_warm(spec, out, workers)
 
 
 def stage_seconds(corpus: Path, mb_limit: float = 8.0) -> dict[str, float]:

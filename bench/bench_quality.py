@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from distributed import Client, LocalCluster
@@ -57,13 +58,9 @@ def datatrove_filters(corpus: Path, out: Path, workers: int) -> float:
     return time.perf_counter() - start
 
 
-def refinery_quality(corpus: Path, out: Path, workers: int) -> tuple[float, float, dict]:
-    """Seconds on a fresh cluster (workers import the stage modules) and again on the warm cluster."""
-
-    def spec(target: Path) -> WorkflowSpec:
-        return parse_spec({"name": "bench-quality", "input": {"url": str(corpus)}, "output": {"url": str(target)},
-                           "stages": [{"stage": "quality"}]})  # fmt: skip
-
+def fresh_then_warm(spec: Callable[[Path], WorkflowSpec], out: Path, workers: int) -> tuple[float, float, dict]:
+    """Seconds of a job on a fresh cluster (workers import the stage modules, caches empty) and of the same job
+    again on the warm cluster, and the first run's funnel."""
     with (
         LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster),
@@ -74,6 +71,14 @@ def refinery_quality(corpus: Path, out: Path, workers: int) -> tuple[float, floa
         start = time.perf_counter()
         run_workflow(spec(out / "warm"), scheduler=cluster.scheduler_address, show_progress=False)
         return cold, time.perf_counter() - start, result.manifest.funnel.model_dump()
+
+
+def refinery_quality(corpus: Path, out: Path, workers: int) -> tuple[float, float, dict]:
+    def spec(target: Path) -> WorkflowSpec:
+        return parse_spec({"name": "bench-quality", "input": {"url": str(corpus)}, "output": {"url": str(target)},
+                           "stages": [{"stage": "quality"}]})  # fmt: skip
+
+    return fresh_then_warm(spec, out, workers)
 
 
 def prose_corpus(directory: Path) -> Path:
