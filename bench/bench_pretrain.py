@@ -25,7 +25,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_dedup import minhash_stages, run_stages
-from bench_quality import fresh_then_warm, prose_corpus
+from bench_quality import fresh_then_warm, prose_corpus, speed_report
 from bench_tokenize import EOS, text_mb
 
 from schemas.spec import InputSpec, WorkflowSpec, parse_spec
@@ -112,17 +112,8 @@ def main() -> None:
     dt = datatrove_chain(corpus, scratch / "datatrove", args.workers)
     cold, warm, funnel = refinery_chain(corpus, scratch / "ours", args.workers)
     shutil.rmtree(scratch, ignore_errors=True)
-    report = {
-        "corpus_mb": round(mb, 1),
-        "workers": args.workers,
-        "datatrove_mb_s": round(mb / dt, 3),
-        "refinery_mb_s": round(mb / cold, 2),
-        "refinery_vs_datatrove": round(dt / cold, 1),
-        "refinery_warm_mb_s": round(mb / warm, 2),
-        "refinery_warm_vs_datatrove": round(dt / warm, 1),
-        "refinery_kept": funnel["kept"],
-        "per_stage_seconds_one_core": stage_seconds(corpus),
-    }
+    report = {**speed_report(mb, args.workers, dt, cold, warm, funnel),
+              "per_stage_seconds_one_core": stage_seconds(corpus)}  # fmt: skip
     print(json.dumps(report, indent=1))
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "pretrain.json").write_text(json.dumps(report, indent=1))
