@@ -222,6 +222,10 @@ class TagsConfig(StageBase):
     drop_contaminated: bool = False
 
 
+#: Mix keys at most (a blend keeps each bucket's shard files open in every task: 2 formats x 2 files each).
+MAX_MIX_BUCKETS = 64
+
+
 class MixConfig(StageBase):
     """Data mixing: weight buckets of documents, applied by deterministic up/down-sampling before packing.
 
@@ -232,7 +236,12 @@ class MixConfig(StageBase):
     """
 
     stage: Literal["mix"] = "mix"
-    weights: dict[str, float] = Field(default_factory=dict)
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=MAX_MIX_BUCKETS,
+        description=f"At most {MAX_MIX_BUCKETS} keys: each is a pass over every batch, and with apply 'blend' a "
+        "set of open files in every task.",
+    )
     apply: Literal["copies", "blend"] = Field(
         "copies",
         description="copies: lay each document out floor(weight) times, plus once more with probability "

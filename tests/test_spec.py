@@ -122,5 +122,7 @@ def test_blend_specs_that_cannot_be_sampled_are_refused() -> None:
         parse_spec(blend({"other": 2.0}, ["megatron"]))
     with pytest.raises(SpecError, match="may appear only once"):
         parse_spec({**_layout_spec(["megatron"], "none"), "stages": [{"stage": "mix"}, {"stage": "mix"}]})
+    with pytest.raises(SpecError, match="at most 64 items"):  # each bucket holds open files in every task
+        parse_spec(blend({f"source~part-{i}": 1.0 for i in range(65)}, ["megatron"]))
     with pytest.raises(SpecError, match="lone surrogate"):
         parse_spec(blend({"source~\ud800": 2.0}, ["megatron"]))
