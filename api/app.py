@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -15,7 +14,6 @@ import anyio
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from distributed import LocalCluster
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -26,6 +24,7 @@ from api.runner import JobRunner
 from api.security import RequestGuard, check_token
 from api.settings import Settings
 from api.store import RESUMABLE, JobStore, OutputTaken
+from pipeline.cluster import local_cluster
 from schemas.spec import SpecError, WorkflowSpec, parse_spec, set_dotted
 from stages.tokenize import tokenizer_path
 from storage.catalog import SqlRefused, SqlTimeout, connect, run_sql
@@ -57,8 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     cluster = None
     scheduler = settings.scheduler
     if scheduler is None:  # one local cluster for every job of this service, started with it
-        cluster = LocalCluster(n_workers=settings.workers or os.cpu_count() or 1, threads_per_worker=1,
-                               processes=True, dashboard_address=None, silence_logs=logging.ERROR)  # fmt: skip
+        cluster = local_cluster(settings.workers)
         scheduler = cluster.scheduler_address
     policy = settings.policy
     runner = JobRunner(store, scheduler, settings.workers, policy.roots)

@@ -17,12 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-from distributed import Client, LocalCluster
+from distributed import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tokenize import text_mb
 from corpus import corpora
 
+from pipeline.cluster import local_cluster
 from pipeline.runner import run_workflow
 from schemas.spec import parse_spec
 
@@ -90,7 +91,7 @@ def refinery_minhash(corpus: Path, out: Path, workers: int) -> dict[str, float]:
         }
     )
     with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        local_cluster(workers) as cluster,  # as `refinery run` starts it
         Client(cluster) as client,
     ):
         start = time.perf_counter()

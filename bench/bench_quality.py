@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from distributed import Client, LocalCluster
+from distributed import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tokenize import text_mb
 from corpus import build
 
+from pipeline.cluster import local_cluster
 from pipeline.runner import run_workflow
 from schemas.spec import WorkflowSpec, parse_spec
 
@@ -62,7 +63,7 @@ def fresh_then_warm(spec: Callable[[Path], WorkflowSpec], out: Path, workers: in
     """Seconds of a job on a fresh cluster (workers import the stage modules, caches empty) and of the same job
     again on the warm cluster, and the first run's funnel."""
     with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        local_cluster(workers) as cluster,  # as `refinery run` starts it
         Client(cluster),
     ):
         start = time.perf_counter()

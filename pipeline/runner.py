@@ -9,7 +9,6 @@ skips what is done.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,8 +18,9 @@ from typing import Any
 
 import dask
 from dask.utils import format_bytes
-from distributed import Client, KilledWorker, LocalCluster, get_worker
+from distributed import Client, KilledWorker, get_worker
 
+from pipeline.cluster import local_cluster
 from pipeline.dedup import compute_decisions, load_decisions
 from pipeline.partition import PartitionPlan
 from pipeline.planner import number_lines, plan_partitions
@@ -74,15 +74,6 @@ class WorkerDiedError(RuntimeError):
     """A worker died while running a task (in practice: it ran out of memory); the job stops at once."""
 
 
-#: glibc settings for local workers. Dask's default (trim above 64 KiB) hands a batch's arrays back to the kernel
-#: when they are freed, so the next batch page-faults every page anew; measured, 10-15% of a tokenize job. Arrays
-#: under 32 MiB now come from a heap that keeps up to 256 MiB of free memory, still bounded by the batch size.
-WORKER_MALLOC = {
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
-    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
-}
-
-
 @contextmanager
 def dask_client(scheduler: str | None, workers: int | None, worker_memory: str | None = None) -> Iterator[Client]:
     """A client of ``scheduler``, or of a local cluster of ``workers`` processes with ``worker_memory`` each
@@ -92,17 +83,9 @@ def dask_client(scheduler: str | None, workers: int | None, worker_memory: str |
         with Client(scheduler, timeout="30s") as client:
             yield client
         return
-    n = workers or os.cpu_count() or 1
     with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 0, **WORKER_MALLOC}),
-        LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            memory_limit=worker_memory or "auto",
-            silence_logs=logging.ERROR,
-        ) as cluster,
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        local_cluster(workers, worker_memory) as cluster,
         Client(cluster) as client,
     ):
         yield client

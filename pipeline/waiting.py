@@ -66,8 +66,10 @@ def as_finished(
             stop_futures(client, futures)
             raise JobCancelled(f"{what} was cancelled")
         batch = finished.next_batch(block=False)
-        if not batch:
-            time.sleep(POLL_SECONDS / 10)
+        if not batch:  # woken as soon as a future finishes, so the job's last task is seen at once
+            with finished.thread_condition:  # as_completed queues a future, then notifies under this lock
+                if finished.queue.empty():
+                    finished.thread_condition.wait(POLL_SECONDS)
         yield from batch
 
 

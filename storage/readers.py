@@ -132,8 +132,10 @@ def _check_text(col: _Collector, text: object, line: int, cfg: InputSpec, raw: b
     return None
 
 
-def _split_lines(col: _Collector, data: bytes, problem: str | None, first_line: int, reason: str) -> list[bytes]:
-    lines = data.split(b"\n")
+def _split_lines(
+    col: _Collector, data: bytes, problem: str | None, first_line: int, reason: str, lines: list[bytes] | None
+) -> list[bytes]:
+    lines = data.split(b"\n") if lines is None else lines
     if problem is not None:
         # The bytes after the last newline belong to the record the truncation cut; it goes to quarantine
         # with the file's problem, together with whatever followed it.
@@ -146,10 +148,12 @@ def _split_lines(col: _Collector, data: bytes, problem: str | None, first_line: 
 
 
 def read_jsonl(
-    source: str, data: bytes, problem: str | None, cfg: InputSpec, first_line: int = 1, reason: str = "truncated_file"
-) -> RawBatch:
+    source: str, data: bytes | bytearray, problem: str | None, cfg: InputSpec, first_line: int = 1,
+    reason: str = "truncated_file", lines: list[bytes] | None = None,
+) -> RawBatch:  # fmt: skip
+    """``lines``: ``data.split(b"\\n")`` when the caller has it already."""
     col = _Collector(source, tuple(cfg.keep_fields))
-    for number, line in enumerate(_split_lines(col, data, problem, first_line, reason), start=first_line):
+    for number, line in enumerate(_split_lines(col, data, problem, first_line, reason, lines), start=first_line):
         col.n_input += 1
         if len(line) > cfg.max_doc_bytes:  # long lines are cut when read, so their full length is not known here
             col.quarantine(number, "too_large", f"record longer than max_doc_bytes ({cfg.max_doc_bytes})", raw=line)

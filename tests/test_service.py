@@ -143,3 +143,18 @@ def test_cancel_keeps_finished_partitions_and_resume_completes(server: Server) -
     assert admin.post(f"/jobs/{job_id}/resume").status_code == 200
     assert wait_for_job(admin, job_id)["state"] == "succeeded"
     assert (server.root / "out" / "cancelled" / "_SUCCESS").exists()
+
+
+def test_the_service_starts_its_workers_as_refinery_run_does(server: Server) -> None:
+    """The service's local workers keep freed memory (glibc settings of ``pipeline/cluster.py``): without them a
+    third of a tokenize job's worker CPU went to faulting pages in again."""
+    import psutil
+
+    from pipeline.cluster import WORKER_MALLOC
+
+    wanted = {key.rsplit(".", 1)[1]: value for key, value in WORKER_MALLOC.items()}
+    children = psutil.Process(server.proc.pid).children(recursive=True)
+    workers = [p for p in children if "resource_tracker" not in " ".join(p.cmdline())]
+    assert len(workers) == 1  # REFINERY_WORKERS=1
+    environ = workers[0].environ()
+    assert {key: environ.get(key) for key in wanted} == wanted

@@ -291,10 +291,9 @@ def _peak_rss_gib() -> float:
 def test_a_one_gigabyte_compressed_file_runs_within_a_two_gib_worker(tmp_path: Path) -> None:
     """The size is the point: 1 GB of text in one .jsonl.zst, read whole by one task, through tokenize and pack
     on workers limited to 2 GiB; every worker's peak RSS stays under the budget."""
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from pipeline.runner import WORKER_MALLOC
+    from pipeline.cluster import local_cluster
 
     source = tmp_path / "in" / "big.jsonl.zst"
     source.parent.mkdir()
@@ -308,8 +307,7 @@ def test_a_one_gigabyte_compressed_file_runs_within_a_two_gib_worker(tmp_path: P
     stages = [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 4096}]
     spec = make_spec(str(source), str(tmp_path / "out"), stages=stages, input={"url": str(source)})
     with (
-        dask.config.set(WORKER_MALLOC),
-        LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GiB", dashboard_address=None) as cluster,
+        local_cluster(2, "2GiB") as cluster,
         Client(cluster) as client,
     ):
         funnel = run_workflow(spec, scheduler=cluster.scheduler_address, show_progress=False).manifest.funnel
@@ -341,3 +339,22 @@ def test_columnar_oddities_are_read_or_quarantined_per_row(tmp_path: Path) -> No
     pq.write_table(table, odd)
     batch = concat_batches(list(iter_parquet(str(odd), None, 1, odd.stat().st_size, cfg, 1 << 20)))
     assert batch.documents.column("id").to_pylist() == ['{"a":1}', '{"a":2}'] and batch.quarantine.num_rows == 0
+
+
+def test_a_batch_of_many_short_lines_is_cut_by_record_count_with_exact_lines(tmp_path: Path) -> None:
+    """A batch of more lines than ``MAX_BATCH_RECORDS`` (short records, blank lines) is parsed in pieces of at
+    most that many records, each line numbered as in the file and none read twice."""
+    from storage.streams import MAX_BATCH_RECORDS, iter_line_range
+
+    n = MAX_BATCH_RECORDS * 2 + 123
+    lines = [b"" if i % 7 == 3 else b'{"text": "w%d"}' % i for i in range(n)]
+    path = tmp_path / "short.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    cfg = InputSpec(url="x")
+    batches = list(iter_line_range(str(path), 0, path.stat().st_size, 1, cfg, 1 << 30))
+    assert len(batches) == 3 and max(b.n_input for b in batches) == MAX_BATCH_RECORDS
+    batch = concat_batches(batches)
+    assert batch.n_input == n and sum(b.consumed for b in batches) == path.stat().st_size
+    assert batch.documents.column("line").to_pylist() == [i + 1 for i in range(n) if i % 7 != 3]
+    assert batch.documents.column("text").to_pylist() == [f"w{i}" for i in range(n) if i % 7 != 3]
+    assert batch.quarantine.column("line").to_pylist() == [i + 1 for i in range(n) if i % 7 == 3]
