@@ -29,7 +29,7 @@ from distributed import Client
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_tokenize import raw_fastokens
-from bench.corpus import documents
+from bench.corpus import documents, warm_up_corpus
 from pipeline.cluster import local_cluster
 from pipeline.runner import run_workflow
 from schemas.spec import parse_spec
@@ -91,14 +91,6 @@ def write_shapes(root: Path, text_mb: float, small_files: int) -> dict[str, Path
     return shapes
 
 
-def _warm_up_corpus(root: Path) -> Path:
-    """A few documents whose words appear nowhere in the measured text (numbers spelled in digits)."""
-    root.mkdir(parents=True, exist_ok=True)
-    docs = (orjson.dumps({"text": " ".join(str(n * 7919 + k) for k in range(200))}) + b"\n" for n in range(100))
-    (root / "warm-up.jsonl").write_bytes(b"".join(docs))
-    return root
-
-
 def _worker_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -117,13 +109,15 @@ def _peak_gib(pid: int) -> float:
 
 
 def run(
-    client: Client, name: str, source: Path, out: Path, stages: list[dict], text_mb: float, formats: list[str] = PACKED
-) -> dict:
+    client: Client, name: str, source: Path, out: Path, stages: list[dict], text_mb: float, formats: list[str] = PACKED,
+    partition_bytes: int | None = None,
+) -> dict:  # fmt: skip
     pids = client.run(os.getpid)
     for pid in pids.values():
         _reset_peak(pid)
     cpu_before = client.run(_worker_cpu)
-    spec = parse_spec({"name": name, "input": {"url": str(source)},
+    sizes = {"partition_bytes": partition_bytes} if partition_bytes else {}
+    spec = parse_spec({"name": name, "input": {"url": str(source), **sizes},
                        "output": {"url": str(out / name), "shard_formats": formats}, "stages": stages})  # fmt: skip
     driver_cpu = time.process_time()
     start = time.perf_counter()
@@ -173,10 +167,11 @@ def main() -> None:
         local_cluster(args.workers, args.memory) as cluster,  # as `refinery run` starts it
         Client(cluster) as client,
     ):
-        # Workers load the tokenizer on text of their own: fastokens caches the pieces it has encoded, so the
-        # shipped tokenize job comes first on this text, on the footing of raw fastokens' fresh tokenizer.
-        warm_up = _warm_up_corpus(args.out / "warm-up-input")
-        run(client, "warm-up", warm_up, args.out, TOKENIZE, 0.0)
+        # Workers load the tokenizer on text of their own (generated sentences): fastokens caches the pieces it
+        # has encoded, so the shipped tokenize job comes first on this text, on the footing of raw fastokens'
+        # fresh tokenizer.
+        warm_up = warm_up_corpus(args.out / "warm-up-input")
+        run(client, "warm-up", warm_up, args.out, TOKENIZE, 0.0, partition_bytes=32 * 2**10)  # on every worker
         rows["documents"] = run(client, "documents", shapes["sixteen"], args.out, DOCUMENTS, text_mb, ["megatron"])
         for name, shape in (("one_zst", "one_zst"), ("one_jsonl", "one_jsonl"), ("sixteen", "sixteen"),
                             ("parquet", "parquet")):  # fmt: skip

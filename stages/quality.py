@@ -179,11 +179,24 @@ def gopher_quality(text: pa.Array, words: Words, stats: dict, rules: GopherQuali
             v.check(f"gopher_quality:{name}", failed, value)
 
 
+#: The line breaks of ``str.splitlines`` other than "\n": rare in real text, so a batch without them is split on
+#: "\n" by a plain search, eight times faster than the regex.
+RARE_LINE_BREAKS = r"[\r\x0b\x0c\x1c\x1d\x1e\x{85}\x{2028}\x{2029}]"
+
+
+def split_lines(text: pa.Array) -> pa.ListArray:
+    """Each document's lines as ``str.split`` on ``str.splitlines``' breaks (an empty last line after a final
+    break included)."""
+    if pc.any(pc.match_substring_regex(text, RARE_LINE_BREAKS)).as_py():
+        return pc.split_pattern_regex(text, SPLITLINES)
+    return pc.split_pattern(text, "\n")
+
+
 def c4(text: pa.Array, rules: C4Rules, signals: dict) -> pa.Array:
     """C4's line filters; returns the text of the kept lines (the rewrite datatrove applies). The document
     verdicts are left in ``signals`` for :func:`c4_verdicts`, which applies them at C4's place in the order."""
     n = len(text)
-    lists = pc.split_pattern_regex(text, SPLITLINES)
+    lists = split_lines(text)
     counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
     # splitlines() has no empty last element after a final line break
     trailing = pc.match_substring_regex(text, f"(?:{SPLITLINES})$").to_numpy(zero_copy_only=False)
@@ -200,8 +213,11 @@ def c4(text: pa.Array, rules: C4Rules, signals: dict) -> pa.Array:
         longest = np.zeros(len(lines), np.int64)
         np.maximum.at(longest, np.repeat(np.arange(len(lines)), n_words), word_len)
         keep &= longest <= rules.max_word_length
-    if rules.remove_citations:
-        lines = pc.replace_substring_regex(lines, CITATION, "")
+    if rules.remove_citations:  # the regex only on lines with a bracket: a tenth of c4's time otherwise
+        bracket = pc.match_substring(lines, "[")
+        if pc.any(bracket).as_py():
+            cited = pc.replace_substring_regex(lines.filter(bracket), CITATION, "")
+            lines = pc.replace_with_mask(lines, bracket, cited)
     if rules.filter_no_terminal_punct:
         ends = pc.match_substring_regex(lines, r"[.?!\"']$").to_numpy(zero_copy_only=False)
         ellipsis = pc.ends_with(lines, "...").to_numpy(zero_copy_only=False)

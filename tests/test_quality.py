@@ -196,6 +196,41 @@ def test_the_suffix_rule_sees_only_a_pieces_tail() -> None:
         assert splitter._suffix_length(piece) == (full.end() - full.start() if full else 0), piece
 
 
+def test_numbers_split_by_arrow_are_split_as_spacy_does() -> None:
+    """Numbers skip spaCy's rules (``stages.words.NUMBER``): 20,000 random ones of every form the pattern admits
+    (sign, fraction, exponent, a closing mark), the special cases of that shape, and near misses the pattern must
+    leave to the rules, against datatrove's spaCy splitting, one document each."""
+    import random
+    import re
+
+    from datatrove.utils.text import split_into_words
+
+    from stages.spacy_words import spacy_splitter
+    from stages.words import NUMBER
+
+    rng = random.Random(7)
+
+    def digits() -> str:
+        return "".join(rng.choice("0123456789") for _ in range(rng.choice([1, 1, 2, 3, 5, 12, 18])))
+
+    def number() -> str:
+        text = rng.choice(["", "", "-", "+"]) + digits()
+        text += "." + digits() if rng.random() < 0.6 else ""
+        text += rng.choice("eE") + rng.choice(["", "+", "-"]) + digits() if rng.random() < 0.4 else ""
+        return text + rng.choice(["", "", "", ",", ";", ":", ")", "]"])
+
+    shaped = [k for k in spacy_splitter().specials if re.fullmatch(NUMBER, k)]
+    near = ["1.2.3", "1.2.3.4", "192.168.0.1", "1e", "1.", ".5", "5%", "(5)", "5),", "8)", "-8)", "1,000", "3:30"]
+    pieces = [number() for _ in range(20_000)] + shaped + near
+    assert sum(bool(re.fullmatch(NUMBER, p)) for p in pieces) > 20_000 and "8)" in shaped
+    words = split_words(pa.array(pieces))
+    ours: list[list[str]] = [[] for _ in pieces]
+    for token, doc in zip(words.tokens.to_pylist(), words.doc.tolist(), strict=True):
+        ours[doc].append(token)
+    differ = [(p, o) for p, o in zip(pieces, ours, strict=True) if o != split_into_words(p)]
+    assert not differ, differ[:5]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_words_equal_spacys_on_real_lines_of_every_kind(kind: str) -> None:
     """A differential test: datatrove's split_into_words (spaCy) and ours on thousands of real lines."""
