@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from distributed import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -105,11 +106,80 @@ def refinery_minhash(corpus: Path, out: Path, workers: int) -> dict[str, float]:
     }
 
 
+def short_documents(directory: Path, n: int, seed: int = 11) -> Path:
+    """``n`` short documents (40-80 words of a Zipf-distributed vocabulary of 50,000 made-up words, 300-600
+    bytes), 30% of them near-copies of an earlier one (one word replaced: Jaccard about 0.85 on word 5-grams),
+    in JSONL files of 100,000 documents. Generated, not taken from the machine: a 4x corpus of distinct text
+    does not exist here, and repeated text would make duplicates nobody planted."""
+    if directory.exists() and any(directory.iterdir()):
+        return directory
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocabulary = np.array(["".join(rng.choice(letters, rng.integers(2, 10))) for _ in range(50_000)])
+    cdf = np.cumsum(1 / np.arange(1, len(vocabulary) + 1))
+    cdf /= cdf[-1]
+    lengths = rng.integers(40, 81, n)
+    words = vocabulary[np.minimum(np.searchsorted(cdf, rng.random(int(lengths.sum()))), len(cdf) - 1)]
+    ends = np.cumsum(lengths)
+    copy = (rng.random(n) < 0.3) & (np.arange(n) > 10)
+    texts: list[str] = []
+    for k in range(n):
+        if copy[k]:
+            edited = texts[int(rng.integers(0, k))].split(" ")
+            edited[int(rng.integers(0, len(edited)))] = str(words[int(rng.integers(0, len(words)))])
+            texts.append(" ".join(edited))
+        else:
+            texts.append(" ".join(words[ends[k] - lengths[k] : ends[k]]))
+    for start in range(0, n, 100_000):
+        lines = (json.dumps({"id": f"d{start + i}", "text": t}) for i, t in enumerate(texts[start : start + 100_000]))
+        (directory / f"part-{start // 100_000:03d}.jsonl").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def refinery_graph(corpus: Path, out: Path, workers: int, rounds: bool) -> dict:
+    """The ``minhash_dedup`` job on ``corpus``; ``rounds``: cluster in rounds of shuffles even when one task
+    would do (the driver reads ``pipeline.dedup.ONE_TASK_EDGES``). Seconds, peak RSS, and ``graph.json``."""
+    import pipeline.dedup
+
+    saved = pipeline.dedup.ONE_TASK_EDGES
+    pipeline.dedup.ONE_TASK_EDGES = 0 if rounds else saved
+    try:
+        report = refinery_minhash(corpus, out, workers)
+    finally:
+        pipeline.dedup.ONE_TASK_EDGES = saved
+    return {**report, **json.loads((out / "dedup" / "graph.json").read_text())}
+
+
+def graph_report(n: int, workers: int, scratch: Path) -> dict:
+    """The short-document corpus and its 4x version, clustered in rounds (and the 1x in one task)."""
+    one = short_documents(HERE / "data" / f"short-{n}", n)
+    four = short_documents(HERE / "data" / f"short-{4 * n}", 4 * n, seed=12)
+    runs = {
+        "1x_one_task": refinery_graph(one, scratch / "g1", workers, rounds=False),
+        "1x_rounds": refinery_graph(one, scratch / "g1r", workers, rounds=True),
+        "4x_rounds": refinery_graph(four, scratch / "g4r", workers, rounds=True),
+    }
+    for run in runs.values():
+        run["seconds"] = round(run["seconds"], 1)
+        run["peak_rss_mb_per_worker"] = round(run["peak_rss_mb_per_worker"])
+    ratio = runs["4x_rounds"]["seconds"] / runs["1x_rounds"]["seconds"]
+    return {"documents_1x": n, **runs, "time_ratio_4x_rounds": round(ratio, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--short-docs", type=int, default=1_000_000, help="documents of the graph corpus (1x)")
+    parser.add_argument("--graph-only", action="store_true", help="only the short-document graph runs")
     args = parser.parse_args()
+    if args.graph_only:
+        report = graph_report(args.short_docs, args.workers, HERE / "results" / "scratch-graph")
+        shutil.rmtree(HERE / "results" / "scratch-graph", ignore_errors=True)
+        print(json.dumps(report, indent=1))
+        (HERE / "results" / "dedup-graph.json").write_text(json.dumps(report, indent=1))
+        return
     base, big = corpora(args.size_mb)
     _, mb = text_mb(base)
     _, big_mb = text_mb(big)
@@ -118,6 +188,7 @@ def main() -> None:
     dt_seconds, dt_removed = datatrove_minhash(base, scratch / "datatrove", args.workers)
     ours = refinery_minhash(base, scratch / "ours-1x", args.workers)
     ours4 = refinery_minhash(big, scratch / "ours-4x", args.workers)
+    graph = graph_report(args.short_docs, args.workers, scratch / "graph")
     shutil.rmtree(scratch, ignore_errors=True)
     report = {
         "corpus_mb": round(mb, 1),
@@ -132,6 +203,7 @@ def main() -> None:
         "time_ratio_4x_data": round(ours4["seconds"] / ours["seconds"], 2),
         "peak_rss_mb_per_worker_1x": round(ours["peak_rss_mb_per_worker"]),
         "peak_rss_mb_per_worker_4x": round(ours4["peak_rss_mb_per_worker"]),
+        "graph": graph,
     }
     for key, value in report.items():
         print(f"{key:>28}: {value}")

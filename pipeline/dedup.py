@@ -1,22 +1,22 @@
-"""Global deduplication on Dask: keys per partition, shuffles by hash and by LSH bucket, clusters.
+"""Global deduplication on Dask: keys per partition, candidate edges, their verification, clusters, decisions.
 
-Nothing is collected on the driver. Exact hashes and LSH band keys are shuffled between workers by Dask's
-DataFrame shuffle, which turns them into candidate edges (a few per duplicate, none per unique document). Each
-partition's task then hands over the signatures of its candidate documents only, and one worker task verifies
-the pairs, finds the connected components and writes one decisions file per input partition, which the
-partition tasks apply.
+Nothing is collected on the driver and no step gathers the corpus: exact hashes and LSH band keys are shuffled
+by key into candidate edges, each candidate meets its two signatures in joins, and the verified graph's connected
+components come from rounds of shuffles (``pipeline.components``). A graph of at most ``ONE_TASK_EDGES`` edges
+(bounded, whatever the corpus) is clustered in one task instead: the rounds' scheduling would cost more than the
+work. Each partition's decisions are written by the task holding them; the partition tasks apply them.
+See ``pipeline.dedup_graph`` for the frames.
 """
 
 from __future__ import annotations
 
-import operator
+import json
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import dask
 import dask.dataframe as dd
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,34 +24,39 @@ import pyarrow.parquet as pq
 from dask import delayed
 from distributed import Client
 
+from pipeline.components import connected_components
+from pipeline.dedup_graph import (
+    IDS_META,
+    LABELS_META,
+    SIGS_META,
+    decisions,
+    exact_candidates,
+    frame,
+    near_candidates,
+    verified,
+)
 from pipeline.partition import PartitionPlan
 from pipeline.segments import Segment, SegmentState, barrier_configs, work_url
 from pipeline.waiting import as_finished, gather_cancellable
 from schemas.spec import WorkflowSpec
 from schemas.stages import MinHashDedupConfig
-from stages.dedup import (
-    EDGE_COLUMNS,
-    band_rows,
-    bucket_edges,
-    decide,
-    exact_edges,
-    order_keys,
-    unpack_signatures,
-)
+from stages.components import components_in_memory
+from stages.dedup import band_rows, order_keys, unpack_signatures
 from storage.dedup_index import commit_index, index_parts, part_name, write_index_part
 from storage.fs import exists, join, read_bytes, write_bytes_atomic
 from storage.parts import part_url, read_part
 
-EXACT_META = pd.DataFrame({"high": pd.Series(dtype="uint64"), "low": pd.Series(dtype="uint64"),
-                           "order": pd.Series(dtype="int64")})  # fmt: skip
-BANDS_META = pd.DataFrame({"bucket": pd.Series(dtype="uint64"), "order": pd.Series(dtype="int64")})
-SIGS_META = pd.DataFrame({"order": pd.Series(dtype="int64"), "sig": pd.Series(dtype="object")})
-EDGES_META = pd.DataFrame({k: pd.Series(dtype=v) for k, v in EDGE_COLUMNS.items()})
-CLUSTERS_META = pd.DataFrame(
-    {"order": pd.Series(dtype="int64"), "cluster": pd.Series(dtype="int64"), "reason": pd.Series(dtype="object")}
-)
+#: Verified edges one task may cluster (about 100 MB of pairs and labels): above, rounds of shuffles on Dask.
+ONE_TASK_EDGES = 2_000_000
+
 DECISIONS_SCHEMA = pa.schema(
-    [("order", pa.int64()), ("cluster", pa.int64()), ("reason", pa.string()), ("similarity", pa.float32())]
+    [
+        ("order", pa.int64()),
+        ("cluster", pa.int64()),
+        ("reason", pa.string()),
+        ("similarity", pa.float32()),
+        ("kept_id", pa.string()),
+    ]
 )
 
 
@@ -69,21 +74,23 @@ class KeysPart:
     url: str
 
 
-def keys_parts(spec: WorkflowSpec, segment: Segment, plans: list[PartitionPlan]) -> list[KeysPart]:
-    """The keys files of the segment before ``segment`` (listed from each split's state)."""
-    parts = []
+def keys_parts(spec: WorkflowSpec, segment: Segment, plans: list[PartitionPlan]) -> tuple[list[KeysPart], int]:
+    """The keys files of the segment before ``segment`` (listed from each split's state), and how many
+    documents they hold."""
+    parts, documents = [], 0
     for plan in plans:
         work = work_url(spec, segment.index - 1, plan)
         state = SegmentState.load(join(work, "state.json"))
         parts += [KeysPart(plan.index, part_url(work, "keys", n)) for n, b in enumerate(state.batches) if b["keys"]]
-    return parts
+        documents += state.kept
+    return parts, documents
 
 
 def load_keys(part: KeysPart, exact: bool, minhash: MinHashDedupConfig | None) -> dict[str, pd.DataFrame]:
     """Dedup keys of one batch of documents as they reached the barrier (earlier stages applied)."""
     table = read_part(part.url)
     order = table.column("order").to_numpy()
-    keys: dict[str, pd.DataFrame] = {}
+    keys: dict[str, pd.DataFrame] = {"ids": pd.DataFrame({"order": order, "id": table.column("id").to_pandas()})}
     if exact:
         keys["exact"] = pd.DataFrame(
             {"high": table.column("high").to_numpy(), "low": table.column("low").to_numpy(), "order": order}
@@ -106,7 +113,7 @@ def index_keys(url: str, pseudo_partition: int, exact: bool, minhash: MinHashDed
     order = order_keys(pseudo_partition, table.num_rows)
     sig = unpack_signatures(table.column("sig").to_pandas())
     sigs = table.select(["id", "source"]).to_pandas().assign(order=order, sig=table.column("sig").to_pylist())
-    keys = {"sigs": sigs, "bands": band_rows(sig, order, minhash)}
+    keys = {"sigs": sigs, "bands": band_rows(sig, order, minhash), "ids": sigs[["order", "id"]]}
     if exact and "high" in table.column_names:
         keys["exact"] = pd.DataFrame(
             {"high": table.column("high").to_numpy(), "low": table.column("low").to_numpy(), "order": order}
@@ -114,18 +121,21 @@ def index_keys(url: str, pseudo_partition: int, exact: bool, minhash: MinHashDed
     return keys
 
 
-def index_rows(keys: dict[str, pd.DataFrame], decided: pd.DataFrame) -> pa.Table:
-    """This partition's documents that survive dedup, as rows of the next index."""
+def index_rows(keys: dict[str, pd.DataFrame], decided: pa.Table) -> pa.Table:
+    """This batch's documents that survive dedup (``decided``: its partition's decisions), as rows of the next
+    index."""
     sigs = keys["sigs"]
-    dropped = decided.loc[decided["reason"].notna(), "order"]
+    dropped = decided.filter(pc.is_valid(decided.column("reason"))).column("order").to_numpy()
     rows = sigs[~sigs["order"].isin(dropped)]
     if "exact" in keys:
         rows = rows.merge(keys["exact"], on="order", how="left")
     return pa.Table.from_pandas(rows.drop(columns=["order"]), preserve_index=False)
 
 
-def _write_index_part(keys: dict[str, pd.DataFrame], decided: pd.DataFrame, staging: str, name: str) -> int:
-    table = index_rows(keys, decided)
+def _write_index_part(
+    keys: dict[str, pd.DataFrame], spec: WorkflowSpec, segment: int, partition: int, staging: str, name: str
+) -> int:
+    table = index_rows(keys, load_decisions(spec, segment, partition))
     write_index_part(staging, name, table)
     return table.num_rows
 
@@ -136,34 +146,29 @@ def _copy_index_part(url: str, staging: str) -> int:
     return pq.read_metadata(pa.BufferReader(data)).num_rows
 
 
-def _frame(parts: list, name: str, meta: pd.DataFrame) -> dd.DataFrame:
-    return dd.from_delayed([delayed(operator.getitem)(p, name) for p in parts], meta=meta, verify_meta=False)
+def _write_decisions(decided: pd.DataFrame, spec: WorkflowSpec, segment: int) -> pd.DataFrame:
+    """Write the decisions file of each partition in ``decided`` (a shuffle put each partition's members in one
+    task); returns the partitions written. Members of an earlier job's index (negative partitions) have none."""
+    written = []
+    for partition, rows in decided.groupby("partition", sort=True):
+        if partition < 0:
+            continue
+        table = pa.Table.from_pandas(rows.drop(columns=["partition"]), schema=DECISIONS_SCHEMA, preserve_index=False)
+        _write_table(table.sort_by("order"), decisions_url(spec, segment, int(partition)))
+        written.append(int(partition))
+    return pd.DataFrame({"partition": pd.Series(written, dtype="int64")})
 
 
-def _candidate_edges(parts: list, config: MinHashDedupConfig) -> dd.DataFrame:
-    """Star edges of every LSH bucket, after a shuffle of the band rows by bucket key."""
-    bands = _frame(parts, "bands", BANDS_META)
-    return bands.shuffle("bucket").map_partitions(bucket_edges, meta=EDGES_META)
-
-
-def signatures_of(keys: dict[str, pd.DataFrame], wanted: np.ndarray) -> pd.DataFrame:
-    """The signatures of one partition's documents that appear in candidate edges."""
-    sigs = keys["sigs"]
-    return sigs[sigs["order"].isin(wanted)]
-
-
-def _wanted(edges: pd.DataFrame, partition: int) -> np.ndarray:
-    ends = np.unique(np.concatenate([edges["a"].to_numpy(), edges["b"].to_numpy()]))
-    return ends[(ends >> 32) == partition]
-
-
-def _write_decisions(decided: pd.DataFrame, spec: WorkflowSpec, segment: int, partition: int) -> int:
-    mine = decided[(decided["order"].to_numpy() >> 32) == partition]
-    table = pa.Table.from_pandas(mine, schema=DECISIONS_SCHEMA, preserve_index=False).sort_by("order")
+def _write_table(table: pa.Table, url: str) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    write_bytes_atomic(decisions_url(spec, segment, partition), sink.getvalue().to_pybytes())
-    return table.num_rows
+    write_bytes_atomic(url, sink.getvalue().to_pybytes())
+
+
+def _write_empty_decisions(spec: WorkflowSpec, segment: int, partitions: list[int]) -> int:
+    for partition in partitions:
+        _write_table(DECISIONS_SCHEMA.empty_table(), decisions_url(spec, segment, partition))
+    return len(partitions)
 
 
 def compute_decisions(
@@ -185,6 +190,27 @@ def compute_decisions(
     write_bytes_atomic(done, spec.fingerprint().encode())
 
 
+#: Documents per partition of the step's shuffles: their band rows (14 per document, 16 bytes each) make about
+#: 50 MB, their signatures 110 MB. The count depends on the input only, so the step's files are the same on any
+#: cluster (and its answers on any partitioning: every step is a function of sets).
+DOCUMENTS_PER_PARTITION = 250_000
+#: Up to this many partitions, Dask's task-based shuffle: P2P's fixed cost (about 0.3 s a shuffle, and the step
+#: has about fifteen) dominated small jobs (a test's two small steps went from 11 s to 28 s with it). Above,
+#: P2P, whose task count does not grow with the square of the partitions.
+TASK_SHUFFLE_PARTITIONS = 32
+
+
+def shuffle_partitions(documents: int) -> int:
+    return max(1, -(-documents // DOCUMENTS_PER_PARTITION))
+
+
+def _index_documents(minhash: MinHashDedupConfig | None) -> int:
+    """Documents of the earlier job's index this step deduplicates against (its ``_INDEX.json`` says)."""
+    if minhash is None or not minhash.index:
+        return 0
+    return int(json.loads(read_bytes(join(minhash.index, "_INDEX.json"), real=True)).get("documents", 0))
+
+
 def _compute_decisions(
     client: Client,
     spec: WorkflowSpec,
@@ -196,7 +222,7 @@ def _compute_decisions(
     prefix = f"{spec.task_prefix()}-{segment.index}"
     step = "+".join(s.stage for s in segment.barrier)
     exact, minhash = barrier_configs(segment.barrier)
-    sources = keys_parts(spec, segment, plans)
+    sources, documents = keys_parts(spec, segment, plans)
     parts = [
         client.submit(load_keys, p, exact is not None, minhash, key=f"dedup-keys-{prefix}-{k}")
         for k, p in enumerate(sources)
@@ -213,38 +239,127 @@ def _compute_decisions(
     for n, _ in enumerate(as_finished(client, parts, cancelled, what), start=1):
         if n == len(parts) or n % max(1, len(parts) // 10) == 0:
             on_phase(f"{step}: keys of {n}/{len(parts)} batches read")
-    shuffles = " and ".join(x for x, on in (("exact hash", exact), ("LSH bucket", minhash)) if on is not None)
-    checks = ", verifying candidate pairs" if minhash is not None else ""
-    on_phase(f"{step}: shuffling keys by {shuffles}{checks}, clustering")
-    frames: list[dd.DataFrame] = []
-    if exact is not None:
-        keys = _frame(parts, "exact", EXACT_META)
-        frames.append(keys.shuffle("high").map_partitions(exact_edges, meta=EDGES_META))
-    if minhash is not None:
-        frames.append(_candidate_edges(parts, minhash))
-    edges = delayed(pd.concat)([piece for frame in frames for piece in frame.to_delayed()])
-    sigs = []
-    if minhash is not None:
-        sigs = [
-            delayed(signatures_of)(part, delayed(_wanted)(edges, number))
-            for part, number in zip(parts, numbers, strict=True)
-        ]
-    threshold = minhash.threshold if minhash else 1.0
-    decided = delayed(decide)(edges, sigs, threshold)
-    writes = [delayed(_write_decisions)(decided, spec, segment.index, plan.index) for plan in plans]
+    keys = _StepKeys(parts, len(sources), numbers, old_urls, shuffle_partitions(documents + _index_documents(minhash)))
+    with dask.config.set({"dataframe.shuffle.method": "tasks" if keys.width <= TASK_SHUFFLE_PARTITIONS else "p2p"}):
+        _decide_in_frames(client, spec, segment, plans, keys, cancelled, on_phase)
+
+
+@dataclass(frozen=True)
+class _StepKeys:
+    """The keys a step read: futures of this job's batches (the first ``own``) then of the earlier index's
+    parts, the partition of each, the index's files, and the partitions of every shuffle."""
+
+    parts: list
+    own: int
+    numbers: list[int]
+    old_urls: list[str]
+    width: int
+
+
+def _decide_in_frames(
+    client: Client,
+    spec: WorkflowSpec,
+    segment: Segment,
+    plans: list[PartitionPlan],
+    keys: _StepKeys,
+    cancelled: Callable[[], bool] | None,
+    on_phase: Callable[[str], None],
+) -> None:
+    step, what = "+".join(s.stage for s in segment.barrier), f"{spec.name} (dedup step)"
+    exact, minhash = barrier_configs(segment.barrier)
+    parts, width = keys.parts, keys.width
+    stats = _GraphStats()
+    graph, sigs = _verified_graph(client, parts, exact is not None, minhash, width, stats, what, cancelled)
+    on_phase(f"{step}: {stats.candidates} candidate pairs, {stats.edges} verified; clustering")
+    labels = _components(
+        client, graph, width, stats, lambda r, t: on_phase(f"{step}: components, round {r} ({t:.1f} s)")
+    )
+    decided = decisions(labels, graph, sigs, frame(parts, "ids", IDS_META), width)
+    written = decided.shuffle("partition", npartitions=width).map_partitions(
+        _write_decisions, spec, segment.index, meta=pd.DataFrame({"partition": pd.Series(dtype="int64")})
+    )
+    done = set(gather_cancellable(client, [client.compute(written)], cancelled, what)[0]["partition"].tolist())
+    empty = [plan.index for plan in plans if plan.index not in done]
+    gather_cancellable(client, [client.submit(_write_empty_decisions, spec, segment.index, empty)], cancelled, what)
+    write_bytes_atomic(join(spec.output.url, "dedup", _graph_file(segment.index)), stats.dump())
     if minhash is None:
-        gather_cancellable(client, client.compute(writes), cancelled, what)
         on_phase(f"{step}: decisions written for {len(plans)} partitions")
         return
     staging = join(spec.output.url, "dedup", "_index-staging")
-    writes += [
-        delayed(_write_index_part)(part, decided, staging, f"{spec.fingerprint()}-part-{k:05d}.parquet")
-        for k, part in enumerate(parts[: len(sources)])
-    ]
-    writes += [delayed(_copy_index_part)(url, staging) for url in old_urls]
+    writes = [
+        delayed(_write_index_part)(part, spec, segment.index, number, staging,
+                                   f"{spec.fingerprint()}-part-{k:05d}.parquet")
+        for k, (part, number) in enumerate(zip(parts[: keys.own], keys.numbers[: keys.own], strict=True))
+    ]  # fmt: skip
+    writes += [delayed(_copy_index_part)(url, staging) for url in keys.old_urls]
     counts = gather_cancellable(client, client.compute(writes), cancelled, what)
-    commit_index(staging, join(spec.output.url, "dedup", "index"), minhash, sum(counts[len(plans) :]))
-    on_phase(f"{step}: decisions written for {len(plans)} partitions, index of {sum(counts[len(plans) :])} documents")
+    commit_index(staging, join(spec.output.url, "dedup", "index"), minhash, sum(counts))
+    on_phase(f"{step}: decisions written for {len(plans)} partitions, index of {sum(counts)} documents")
+
+
+@dataclass
+class _GraphStats:
+    """``OUT/dedup/graph.json``: the size of the duplicate graph and what clustering it cost."""
+
+    candidates: int = 0
+    edges: int = 0
+    rounds: int = 0
+    round_seconds: tuple[float, ...] = ()
+    one_task: bool = True
+
+    def dump(self) -> bytes:
+        record = {"candidate_pairs": self.candidates, "verified_edges": self.edges, "one_task": self.one_task,
+                  "rounds": self.rounds, "round_seconds": [round(t, 3) for t in self.round_seconds]}  # fmt: skip
+        return json.dumps(record, indent=1).encode()
+
+
+def _graph_file(segment: int) -> str:
+    return "graph.json" if segment <= 1 else f"graph-{segment}.json"
+
+
+def _verified_graph(
+    client: Client,
+    parts: list,
+    exact: bool,
+    minhash: MinHashDedupConfig | None,
+    width: int,
+    stats: _GraphStats,
+    what: str,
+    cancelled: Callable[[], bool] | None,
+) -> tuple[dd.DataFrame, dd.DataFrame | None]:
+    """The verified edges (persisted on the workers) and the signatures frame."""
+    # Each piece is persisted before the next step uses it: the plans stay small (dask 2026.8 at times never
+    # finished planning the concatenation of the two whole expressions).
+    pieces: list[dd.DataFrame] = []
+    sigs = None
+    if exact:
+        pieces.append(client.persist(exact_candidates(parts, width)))
+    if minhash is not None:
+        sigs = client.persist(frame(parts, "sigs", SIGS_META))
+        candidates = client.persist(near_candidates(parts, width))
+        pieces.append(client.persist(verified(candidates, sigs, minhash.threshold, width)))
+    graph = client.persist(dd.concat(pieces)) if len(pieces) > 1 else pieces[0]
+    counts = [graph.map_partitions(len).sum()]
+    if minhash is not None:
+        counts.append(candidates.map_partitions(len).sum())
+    if exact:
+        counts.append(graph[graph["kind"] == "exact"].map_partitions(len).sum())
+    got = gather_cancellable(client, client.compute(counts), cancelled, what)
+    stats.edges = int(got[0])
+    stats.candidates = int(sum(got[1:]))
+    return graph, sigs
+
+
+def _components(
+    client: Client, graph: dd.DataFrame, width: int, stats: _GraphStats, on_round: Callable[[int, float], None]
+) -> dd.DataFrame:
+    edges = graph[["a", "b"]].rename(columns={"a": "u", "b": "v"})
+    if stats.edges <= ONE_TASK_EDGES:  # bounded by the constant, not by the corpus
+        together = delayed(pd.concat)(edges.to_delayed())
+        return dd.from_delayed([delayed(components_in_memory)(together)], meta=LABELS_META, verify_meta=False)
+    labels, rounds = connected_components(client, edges, width, on_round)
+    stats.one_task, stats.rounds, stats.round_seconds = False, len(rounds.seconds), tuple(rounds.seconds)
+    return labels
 
 
 def load_decisions(spec: WorkflowSpec, segment: int, partition: int) -> pa.Table:

@@ -14,12 +14,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from schemas.document import DROP_REASON
 from schemas.stages import ExactDedupConfig, MinHashDedupConfig
-from stages.minhash import band_keys, estimate_jaccard, has_shingles, signatures
+from stages.components import components_in_memory
+from stages.minhash import band_keys, has_shingles, signatures
 from stages.normalize import normalize
 
 EXACT = "exact_duplicate"
@@ -97,57 +96,35 @@ def unpack_signatures(column: pd.Series) -> np.ndarray:
 
 
 def clusters(edges: pd.DataFrame) -> pd.DataFrame:
-    """Connected components of the duplicate graph: ``order``, ``cluster`` (= earliest order in it),
-    ``reason`` (None for the kept document). A document with an exact twin earlier in source order is an
-    exact duplicate even when its cluster is larger."""
+    """Connected components of a duplicate graph held in memory: ``order``, ``cluster`` (= earliest order in
+    it), ``reason`` (None for the kept document). A document with an exact twin earlier in source order is an
+    exact duplicate even when its cluster is larger. (The job's step builds the same on Dask, in
+    ``pipeline.dedup_graph``; this is its small-scale twin, for tests and tools.)"""
     if edges.empty:
         return pd.DataFrame({"order": pd.Series(dtype="int64"), "cluster": pd.Series(dtype="int64"),
                              "reason": pd.Series(dtype="object")})  # fmt: skip
-    nodes, index = np.unique(np.concatenate([edges["a"].to_numpy(), edges["b"].to_numpy()]), return_inverse=True)
-    a, b = index[: len(edges)], index[len(edges) :]
-    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(len(nodes), len(nodes)))
-    _, label = connected_components(graph, directed=False)
-    earliest = np.full(label.max() + 1, np.iinfo(np.int64).max)
-    np.minimum.at(earliest, label, nodes)
-    cluster = earliest[label]
+    labels = components_in_memory(pd.DataFrame({"u": edges["a"].to_numpy(), "v": edges["b"].to_numpy()}))
+    roots = np.unique(labels["root"].to_numpy())
+    nodes = np.concatenate([labels["node"].to_numpy(), roots])
+    cluster = np.concatenate([labels["root"].to_numpy(), roots])
     exact_later = np.unique(edges.loc[edges["kind"] == "exact", "b"].to_numpy())
     reason = np.where(np.isin(nodes, exact_later), EXACT, NEAR).astype(object)
     reason[nodes == cluster] = None
-    return pd.DataFrame({"order": nodes, "cluster": cluster, "reason": reason})
-
-
-def decide(edges: pd.DataFrame, sigs: list[pd.DataFrame], threshold: float) -> pd.DataFrame:
-    """Verify near-duplicate candidates with their signatures, cluster, and estimate each member's Jaccard to
-    its cluster's kept document. Runs as one worker task over candidate documents only."""
-    edges = edges.drop_duplicates(subset=["a", "b"])
-    table = (
-        pd.concat(sigs) if sigs else pd.DataFrame({"order": pd.Series(dtype="int64"), "sig": pd.Series(dtype="object")})
-    )
-    lookup = dict(zip(table["order"].to_numpy().tolist(), table["sig"].to_numpy().tolist(), strict=True))
-    near = edges[edges["kind"] == "near"]
-    if len(near):
-        sim = estimate_jaccard(unpack_signatures(near["a"].map(lookup)), unpack_signatures(near["b"].map(lookup)))
-        near = near[sim >= threshold]
-    members = clusters(pd.concat([edges[edges["kind"] == "exact"], near]))
-    similarity = np.ones(len(members), np.float32)
-    has = members["order"].isin(lookup.keys()) & members["cluster"].isin(lookup.keys())
-    if has.any():
-        similarity[has.to_numpy()] = estimate_jaccard(
-            unpack_signatures(members.loc[has, "order"].map(lookup)),
-            unpack_signatures(members.loc[has, "cluster"].map(lookup)),
-        )
-    return members.assign(similarity=similarity)
+    rank = np.argsort(nodes, kind="stable")
+    return pd.DataFrame({"order": nodes[rank], "cluster": cluster[rank], "reason": reason[rank]})
 
 
 def apply_decisions(table: pa.Table, decisions: pa.Table, partition: int, stage: str, start: int = 0) -> pa.Table:
     """Mark this partition's duplicates for dropping and add the dedup columns ``<stage>_cluster``,
-    ``<stage>_similarity`` to every row (null when the document is in no cluster). ``start``: the batch's first
-    row within the partition's documents, in the order their keys were written."""
+    ``<stage>_similarity`` and ``<stage>_kept_id`` (the id of the document kept for the cluster) to every row
+    (null when the document is in no cluster). ``start``: the batch's first row within the partition's
+    documents, in the order their keys were written."""
     order = pa.array(order_keys(partition, table.num_rows) + start)
     position = pc.index_in(order, value_set=decisions.column("order"))
     reason = pc.take(decisions.column("reason"), position)
     table = table.append_column(f"{stage}_cluster", pc.take(decisions.column("cluster"), position))
     table = table.append_column(f"{stage}_similarity", pc.take(decisions.column("similarity"), position))
+    table = table.append_column(f"{stage}_kept_id", pc.take(decisions.column("kept_id"), position))
     if DROP_REASON in table.column_names:
         reason = pc.coalesce(table.column(DROP_REASON), reason)
         table = table.drop_columns([DROP_REASON])

@@ -56,6 +56,7 @@ CLUSTER_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("cluster", pa.int64()),
+        ("kept_id", pa.string()),
         ("kept", pa.bool_()),
         ("similarity", pa.float32()),
         ("status", pa.string()),
@@ -80,6 +81,7 @@ def _cluster_rows(docs: pa.Table, step: str, partition: int) -> pa.Table:
         {
             "id": docs.column("id"),
             "cluster": docs.column(f"{step}_cluster"),
+            "kept_id": docs.column(f"{step}_kept_id"),
             "kept": pc.invert(pc.fill_null(dropped, False)),
             "similarity": docs.column(f"{step}_similarity"),
             "status": status,
@@ -94,8 +96,8 @@ def _cluster_rows(docs: pa.Table, step: str, partition: int) -> pa.Table:
 
 def write_cluster_table(out: str, partitions: list[int]) -> None:
     """``OUT/dedup/clusters.parquet``: every document in a duplicate cluster of each global step, streamed one
-    partition at a time from ``OUT/docs/``. ``cluster`` is the order key of the kept (earliest) document; a
-    self-join on ``step`` and ``cluster`` with ``kept`` names it."""
+    partition at a time from ``OUT/docs/``. ``cluster`` is the order key of the kept (earliest) document and
+    ``kept_id`` its id, on every row."""
     fs, path = filesystem(join(out, "dedup", "clusters.parquet"))
     check_real_location(posixpath.dirname(path))
     tmp = f"{posixpath.dirname(path)}/.tmp-{uuid.uuid4().hex}-clusters.parquet"  # a name nobody can plant ahead
@@ -107,7 +109,7 @@ def write_cluster_table(out: str, partitions: list[int]) -> None:
                 names = docs_file.schema_arrow.names
                 steps = sorted(c[: -len("_cluster")] for c in names if re.fullmatch(r"dedup\d*_cluster", c))
                 wanted = ["id", "source", "line", "status", "stage"]
-                wanted += [f"{s}_{kind}" for s in steps for kind in ("cluster", "similarity")]
+                wanted += [f"{s}_{kind}" for s in steps for kind in ("cluster", "similarity", "kept_id")]
                 for batch in docs_file.iter_batches(columns=wanted):
                     docs = pa.Table.from_batches([batch])
                     for step in steps:

@@ -260,8 +260,9 @@ def test_progress_prints_lines_with_bytes_rate_and_eta_when_not_a_terminal(
 
 
 def test_three_thousand_small_files_make_few_output_files_and_little_padding(tmp_path: Path) -> None:
-    """Outputs follow the data, not the files: 3,000 small JSONL files are one partition, so a handful of output
-    files; best-fit packing of short documents across batches leaves under 1% padding."""
+    """Outputs follow the data, not the files: 3,000 small JSONL files (2.7 MB) are one or two partitions (splits
+    are at least 2 MiB), so a handful of output files; best-fit packing of short documents across batches leaves
+    under 1% padding."""
     source = tmp_path / "in"
     source.mkdir()
     texts = _texts(9000, seed=8)
@@ -274,7 +275,7 @@ def test_three_thousand_small_files_make_few_output_files_and_little_padding(tmp
     stages = [{"stage": "tokenize"}, {"stage": "pack", "seq_len": 1024}]
     spec = make_spec(str(source), str(out), input=inputs, stages=stages)
     funnel = run_workflow(spec, workers=2, show_progress=False).manifest.funnel
-    assert funnel.input == 9000 and funnel.balanced and funnel.partitions == 1
+    assert funnel.input == 9000 and funnel.balanced and funnel.partitions <= 2
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 100, len(files)
     assert funnel.padding / (funnel.sequences * 1024) < 0.01

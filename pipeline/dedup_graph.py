@@ -1,0 +1,128 @@
+"""The duplicate graph of a global dedup step as Dask DataFrames: candidate edges, their verification where the
+signatures meet, and each member's decision. Every step is a shuffle or a join of bounded partitions; nothing is
+gathered in one task (the components of a small graph excepted, see ``pipeline.dedup``).
+
+Frames (order keys are int64, ``partition << 32 | row``):
+
+- candidate edges ``a, b, kind``: exact copies (first copy, later copy) after a shuffle of the exact hashes,
+  LSH star edges (first document of a bucket, other document) after a shuffle of the band keys;
+- verified edges: the near candidates whose two signatures, joined on each end, estimate a Jaccard similarity
+  of at least the threshold, plus every exact edge;
+- decisions ``order, cluster, reason, similarity, kept_id, partition``: each member of a component with its
+  component's smallest order key (the document kept), why it goes, its similarity to the kept document.
+"""
+
+from __future__ import annotations
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from dask import delayed
+
+from stages.dedup import EDGE_COLUMNS, EXACT, NEAR, bucket_edges, exact_edges, unpack_signatures
+from stages.minhash import estimate_jaccard
+
+EXACT_META = pd.DataFrame({"high": pd.Series(dtype="uint64"), "low": pd.Series(dtype="uint64"),
+                           "order": pd.Series(dtype="int64")})  # fmt: skip
+BANDS_META = pd.DataFrame({"bucket": pd.Series(dtype="uint64"), "order": pd.Series(dtype="int64")})
+SIGS_META = pd.DataFrame({"order": pd.Series(dtype="int64"), "sig": pd.Series(dtype="object")})
+IDS_META = pd.DataFrame({"order": pd.Series(dtype="int64"), "id": pd.Series(dtype="object")})
+EDGES_META = pd.DataFrame({k: pd.Series(dtype=v) for k, v in EDGE_COLUMNS.items()})
+LABELS_META = pd.DataFrame({"node": pd.Series(dtype="int64"), "root": pd.Series(dtype="int64")})
+DECIDED_META = pd.DataFrame(
+    {
+        "order": pd.Series(dtype="int64"),
+        "cluster": pd.Series(dtype="int64"),
+        "reason": pd.Series(dtype="object"),
+        "similarity": pd.Series(dtype="float32"),
+        "kept_id": pd.Series(dtype="object"),
+        "partition": pd.Series(dtype="int64"),
+    }
+)
+
+
+def frame(parts: list, name: str, meta: pd.DataFrame) -> dd.DataFrame:
+    """One table of every keys part (futures of ``pipeline.dedup.load_keys`` dicts) as a Dask DataFrame, with
+    the columns of ``meta``."""
+    columns = list(meta.columns)
+    return dd.from_delayed([delayed(_columns)(p, name, columns) for p in parts], meta=meta, verify_meta=False)
+
+
+def _columns(keys: dict[str, pd.DataFrame], name: str, columns: list[str]) -> pd.DataFrame:
+    return keys[name][columns]
+
+
+def exact_candidates(parts: list, partitions: int) -> dd.DataFrame:
+    keys = frame(parts, "exact", EXACT_META).shuffle("high", npartitions=partitions)
+    return keys.map_partitions(exact_edges, meta=EDGES_META)
+
+
+def near_candidates(parts: list, partitions: int) -> dd.DataFrame:
+    """Distinct star edges of every LSH bucket (a pair sharing several bands is one candidate)."""
+    bands = frame(parts, "bands", BANDS_META).shuffle("bucket", npartitions=partitions)
+    edges = bands.map_partitions(bucket_edges, meta=EDGES_META)
+    return edges.drop_duplicates(subset=["a", "b"], split_out=partitions)
+
+
+def verified(candidates: dd.DataFrame, sigs: dd.DataFrame, threshold: float, partitions: int) -> dd.DataFrame:
+    """The candidates whose signatures estimate a Jaccard of at least ``threshold``: each edge meets the
+    signature of one end in a join on that end, then the other's."""
+    side_a = sigs.rename(columns={"order": "a", "sig": "sig_a"})
+    side_b = sigs.rename(columns={"order": "b", "sig": "sig_b"})
+    joined = candidates.merge(side_a, on="a", how="inner", npartitions=partitions)
+    joined = joined.merge(side_b, on="b", how="inner", npartitions=partitions)
+    return joined.map_partitions(_similar, threshold, meta=EDGES_META)
+
+
+def _similar(edges: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    if edges.empty:
+        return EDGES_META.copy()
+    sim = estimate_jaccard(unpack_signatures(edges["sig_a"]), unpack_signatures(edges["sig_b"]))
+    return edges.loc[sim >= threshold, ["a", "b", "kind"]].astype(EDGE_COLUMNS)
+
+
+def decisions(
+    labels: dd.DataFrame, graph: dd.DataFrame, sigs: dd.DataFrame | None, ids: dd.DataFrame, partitions: int
+) -> dd.DataFrame:
+    """Every member of a component (``labels``: each non-centre node and its centre; the centres added) with
+    its reason, its similarity to the kept document and the kept document's id."""
+    roots = labels[["root"]].drop_duplicates(split_out=partitions)
+    members = dd.concat([labels, roots.assign(node=roots["root"])[["node", "root"]]])
+    # renamed before the shuffle of drop_duplicates: dask 2026.8 fails to plan a rename right after one
+    later = graph.loc[graph["kind"] == "exact", ["b"]].rename(columns={"b": "node"})
+    later = later.drop_duplicates(split_out=partitions).assign(exact=True)
+    members = members.merge(later, on="node", how="left", npartitions=partitions)
+    if sigs is not None:
+        members = members.merge(sigs.rename(columns={"order": "node", "sig": "sig_node"}), on="node", how="left",
+                                npartitions=partitions)  # fmt: skip
+        members = members.merge(sigs.rename(columns={"order": "root", "sig": "sig_root"}), on="root", how="left",
+                                npartitions=partitions)  # fmt: skip
+    members = members.merge(ids.rename(columns={"order": "root", "id": "kept_id"}), on="root", how="left",
+                            npartitions=partitions)  # fmt: skip
+    return members.map_partitions(decision_rows, meta=DECIDED_META)
+
+
+def decision_rows(members: pd.DataFrame) -> pd.DataFrame:
+    """A kept document has no reason; a later exact copy is an exact duplicate even in a larger cluster; the
+    rest are near duplicates. Similarity: estimated from the two signatures, 1 where one is missing."""
+    node, root = members["node"].to_numpy(np.int64), members["root"].to_numpy(np.int64)
+    exact = members["exact"].fillna(False).to_numpy(bool) if "exact" in members else np.zeros(len(node), bool)
+    reason = np.where(exact, EXACT, NEAR).astype(object)
+    reason[node == root] = None
+    similarity = np.ones(len(node), np.float32)
+    if "sig_node" in members and len(node):
+        has = (members["sig_node"].notna() & members["sig_root"].notna()).to_numpy()
+        if has.any():
+            similarity[has] = estimate_jaccard(
+                unpack_signatures(members.loc[has, "sig_node"]), unpack_signatures(members.loc[has, "sig_root"])
+            )
+    return pd.DataFrame(
+        {
+            "order": node,
+            "cluster": root,
+            "reason": reason,
+            "similarity": similarity,
+            "kept_id": members["kept_id"].to_numpy(object),
+            "partition": node >> 32,
+        }
+    )
