@@ -165,14 +165,14 @@ def test_twenty_million_edges_on_two_workers_under_a_memory_limit() -> None:
         local_cluster(2, "1.5GiB") as cluster,
         Client(cluster) as client,
     ):
-        edges = dd.from_pandas(frame, npartitions=64).persist()
-        del frame
-        single = client.submit(components_in_memory, client.compute(edges))
+        single = client.submit(components_in_memory, client.compute(dd.from_pandas(frame, npartitions=64)))
         with pytest.raises(KilledWorker):
             single.result()
-        client.restart()
-        edges = edges.persist()
+        client.restart()  # a fresh cluster under the same limit
+        edges = dd.from_pandas(frame, npartitions=64).persist()
+        del frame
         labels, rounds = connected_components(client, edges, 64)
         assert rounds.edges >= 20_000_000
+        print(f"\n{rounds.edges} edges, {len(rounds.seconds)} rounds: {[round(t, 1) for t in rounds.seconds]} s")
         found = labels.map_partitions(_count_and_check).compute()
     assert found["n"].sum() == expected and found["bad"].sum() == 0
