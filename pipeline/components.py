@@ -68,8 +68,11 @@ def _distinct(edges: pd.DataFrame) -> pd.DataFrame:
 
 
 def _is_star_forest(client: Client, edges: dd.DataFrame, partitions: int) -> bool:
-    """No parent is also a child: every edge ends at a centre."""
+    """``stages.components.is_star_forest`` over the whole graph: no parent is also a child, and no child has
+    two parents (a shuffle by node for each)."""
     parents = edges[["v"]].rename(columns={"v": "node"}).drop_duplicates(split_out=partitions)
     children = edges[["u"]].rename(columns={"u": "node"})
     both = parents.merge(children, on="node", how="inner", npartitions=partitions)
-    return int(client.compute(both.map_partitions(len).sum()).result()) == 0
+    per_child = edges.drop_duplicates(split_out=partitions).groupby("u").size(split_out=partitions)
+    counts = client.compute([both.map_partitions(len).sum(), (per_child > 1).sum()])
+    return all(int(c) == 0 for c in client.gather(counts))
