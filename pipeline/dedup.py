@@ -118,6 +118,9 @@ def index_keys(url: str, pseudo_partition: int, exact: bool, minhash: MinHashDed
         keys["exact"] = pd.DataFrame(
             {"high": table.column("high").to_numpy(), "low": table.column("low").to_numpy(), "order": order}
         )
+    elif exact:  # an index built by a job without exact_dedup has no exact hashes to match
+        keys["exact"] = pd.DataFrame({k: pd.Series(dtype=t) for k, t in (("high", "uint64"), ("low", "uint64"),
+                                                                         ("order", "int64"))})  # fmt: skip
     return keys
 
 
@@ -236,6 +239,15 @@ def _compute_decisions(
         )
         numbers.append(pseudo)
     what = f"{spec.name} (dedup step)"
+    if not parts:  # no document reached the barrier (an empty corpus, or an earlier stage dropped them all)
+        empty = [plan.index for plan in plans]
+        gather_cancellable(client, [client.submit(_write_empty_decisions, spec, segment.index, empty)], cancelled, what)
+        write_bytes_atomic(join(spec.output.url, "dedup", _graph_file(segment.index)), _GraphStats().dump())
+        if minhash is not None:
+            staging = join(spec.output.url, "dedup", "_index-staging")
+            commit_index(staging, join(spec.output.url, "dedup", "index"), minhash, 0)
+        on_phase(f"{step}: no document reached the step")
+        return
     for n, _ in enumerate(as_finished(client, parts, cancelled, what), start=1):
         if n == len(parts) or n % max(1, len(parts) // 10) == 0:
             on_phase(f"{step}: keys of {n}/{len(parts)} batches read")

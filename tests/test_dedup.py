@@ -243,3 +243,31 @@ def test_a_signature_does_not_depend_on_the_batch_it_is_computed_in() -> None:
     assert np.array_equal(signatures(pa.array(texts), config), alone)
     for i in range(len(texts) - 1):
         assert np.array_equal(signatures(pa.array(texts[i : i + 2]), config), alone[i : i + 2]), i
+
+
+def test_a_step_that_no_document_reaches_commits_an_empty_job(tmp_path: Path) -> None:
+    """Quality drops every document before minhash_dedup: the step has no keys, and the job still commits with
+    a balanced funnel (it crashed building an empty Dask frame)."""
+    (tmp_path / "in").mkdir()
+    _write_jsonl(tmp_path / "in" / "a.jsonl", ["x y"] * 5, "s")
+    spec = parse_spec({"input": {"url": str(tmp_path / "in")}, "output": {"url": str(tmp_path / "out")},
+                       "stages": [{"stage": "quality"}, {"stage": "minhash_dedup"}]})  # fmt: skip
+    funnel = run_workflow(spec, workers=1, show_progress=False).manifest.funnel
+    assert funnel.balanced and funnel.kept == 0 and funnel.input == 5
+    assert json.loads((tmp_path / "out" / "dedup" / "graph.json").read_text())["verified_edges"] == 0
+
+
+def test_an_index_without_exact_hashes_serves_a_job_with_exact_dedup(tmp_path: Path) -> None:
+    """An index left by a MinHash-only job holds no exact hashes; a later exact + MinHash job uses it for
+    near duplicates (it failed on the missing exact keys)."""
+    originals = real_paragraphs(20)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _write_jsonl(tmp_path / "a" / "a.jsonl", originals, "a")
+    _write_jsonl(tmp_path / "b" / "b.jsonl", [t + " and one more" for t in originals[:5]] + ["new text " * 20], "b")
+    first = parse_spec({"input": {"url": str(tmp_path / "a")}, "output": {"url": str(tmp_path / "out1")},
+                        "stages": [{"stage": "minhash_dedup"}]})  # fmt: skip
+    run_workflow(first, workers=1, show_progress=False)
+    second = dedup_spec(str(tmp_path / "b"), str(tmp_path / "out2"), index=str(tmp_path / "out1" / "dedup" / "index"))
+    funnel = run_workflow(second, workers=1, show_progress=False).manifest.funnel
+    assert funnel.balanced and funnel.dropped == {"near_duplicate": 5} and funnel.kept == 1
