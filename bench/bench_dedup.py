@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import sys
 import time
@@ -22,7 +21,7 @@ from distributed import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tokenize import text_mb
-from corpus import corpora
+from corpus import corpora, worker_peak_mb
 
 from pipeline.cluster import local_cluster
 from pipeline.runner import run_workflow
@@ -98,11 +97,11 @@ def refinery_minhash(corpus: Path, out: Path, workers: int) -> dict[str, float]:
         start = time.perf_counter()
         result = run_workflow(spec, scheduler=cluster.scheduler_address, show_progress=False)
         seconds = time.perf_counter() - start
-        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        peak = worker_peak_mb(client)
     return {
         "seconds": seconds,
         "near_duplicates": result.manifest.funnel.dropped.get("near_duplicate", 0),
-        "peak_rss_mb_per_worker": max(peaks.values()) / 1024,
+        "peak_rss_mb_per_worker": peak,
     }
 
 

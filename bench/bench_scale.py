@@ -1,12 +1,12 @@
 """Shapes of real corpora on one warm local cluster: few big files, many small ones, Parquet with row groups.
 
-    .venv/bin/python bench/bench_scale.py --text-mb 1024          # the README's figures (about 15 minutes)
+    .venv/bin/python bench/bench_scale.py --text-mb 1024          # the README's figures (about 5 minutes)
     .venv/bin/python bench/bench_scale.py --text-mb 64 --small 500  # a quick look
 
-Every shape is run on the same text (real Python sources and docs, ``bench.corpus``). Workers are restarted
-before each run, so their peak RSS (``ru_maxrss``) and CPU time belong to that run alone. Printed per run: wall
-seconds, MB/s of text, peak RSS of the largest worker, cores busy (worker CPU seconds / wall seconds), output
-files; then the issue's targets as ratios.
+Every shape is run on the same text (real Python sources and docs, ``bench.corpus``). Workers' peak RSS
+(``VmHWM``, reset through ``/proc/PID/clear_refs`` before each run) and CPU time belong to that run alone.
+Printed per run: wall seconds, MB/s of text, peak RSS of the largest worker, cores busy (worker CPU seconds /
+wall seconds), output files; then the issue's targets as ratios.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import sys
 import time
@@ -28,7 +27,7 @@ import orjson
 from distributed import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import corpora
+from corpus import corpora, worker_peak_mb
 
 from pipeline.cluster import local_cluster
 from pipeline.runner import run_workflow
@@ -161,12 +160,12 @@ def refinery(corpus: Path, out: Path, workers: int, layouts: tuple[str, ...]) ->
             run_workflow(_spec(corpus, out / f"{layout}-warm", layout), scheduler=cluster.scheduler_address,
                          show_progress=False)  # fmt: skip
             warm = time.perf_counter() - done
-            peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+            peak = worker_peak_mb(client)
         report |= {
             f"{layout}_seconds": done - ready,
             f"{layout}_warm_seconds": warm,
             "cluster_start_seconds": ready - start,
-            f"{layout}_peak_rss_mb_per_worker": max(peaks.values()) / 1024,
+            f"{layout}_peak_rss_mb_per_worker": peak,
         }
     return report
 

@@ -140,3 +140,16 @@ def warm_up_corpus(directory: Path, n: int = 200) -> Path:
             out.write(json.dumps({"id": f"warm-up-{i}", "text": "\n\n".join(" ".join(sentences[k : k + 5])
                                   for k in range(0, len(sentences), 5))}) + "\n")  # fmt: skip
     return directory
+
+
+def worker_peak_mb(client: object) -> float:
+    """The largest peak resident set (``VmHWM``) of the client's workers, in MB. Not ``ru_maxrss``: a spawned
+    worker reports its parent's peak through it (a driver holding 3 GiB made every worker read 3,131 MB)."""
+    return max(client.run(_peak_mb).values())
+
+
+def _peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
