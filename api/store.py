@@ -82,11 +82,15 @@ class JobStore:
         return moved
 
     def update(self, job_id: str, **fields: Any) -> None:
+        """One statement for every field: a reader never sees ``state: failed`` before its ``error``."""
+        columns, values = [], []
         for key, value in fields.items():
-            if key not in ("state", "progress", "funnel", "error"):
+            if key not in ("state", "progress", "funnel", "error"):  # names from this list only reach the SQL
                 raise KeyError(key)
-            stored = json.dumps(value) if key in ("progress", "funnel") else value
-            self._run(f"UPDATE jobs SET {key} = ?, updated = ? WHERE id = ?", (stored, time.time(), job_id))
+            columns.append(f"{key} = ?")
+            values.append(json.dumps(value) if key in ("progress", "funnel") else value)
+        if columns:
+            self._run(f"UPDATE jobs SET {', '.join(columns)}, updated = ? WHERE id = ?", (*values, time.time(), job_id))
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         rows = self._run("SELECT * FROM jobs WHERE id = ?", (job_id,))

@@ -43,16 +43,14 @@ def connected_components(
     smallest of its component, ``root`` being that smallest label, persisted on the workers; and the rounds'
     cost. ``partitions``: how many partitions each shuffle makes (the edges' memory per task follows it)."""
     rounds = Rounds()
-    current = client.persist(edges[["u", "v"]].map_partitions(_distinct, meta=EDGES_META))
+    current = persisted(client, edges[["u", "v"]].map_partitions(_distinct, meta=EDGES_META))
     rounds.edges = int(client.compute(current.map_partitions(len).sum()).result())
     while True:
         start = time.perf_counter()
         adjacent = current.map_partitions(symmetric, meta=EDGES_META).shuffle("u", npartitions=partitions)
         large = adjacent.map_partitions(large_star_part, meta=EDGES_META)
         down = large.map_partitions(oriented, meta=EDGES_META).shuffle("u", npartitions=partitions)
-        small = client.persist(down.map_partitions(small_star_part, meta=EDGES_META))
-        wait(small)
-        current = small
+        current = persisted(client, down.map_partitions(small_star_part, meta=EDGES_META))
         rounds.seconds.append(time.perf_counter() - start)
         if on_round is not None:
             on_round(len(rounds.seconds), rounds.seconds[-1])
@@ -60,6 +58,16 @@ def connected_components(
             return current.rename(columns={"u": "node", "v": "root"}), rounds
         if len(rounds.seconds) >= MAX_ROUNDS:
             raise ComponentsError(f"connected components did not converge in {MAX_ROUNDS} rounds")
+
+
+def persisted(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
+    """``frame`` persisted, once its tasks are done. The next expression is built only then: on Python 3.11 a
+    ``functools.cached_property`` holds one lock per property for every object, and dask-expr planning a frame in
+    this thread while the in-process scheduler's offload thread still materialises the last graph deadlocked
+    (each held the lock the other needed; ``refinery run`` hung with every process idle)."""
+    frame = client.persist(frame)
+    wait(frame)
+    return frame
 
 
 def _distinct(edges: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from dask import delayed
 from distributed import Client
 
-from pipeline.components import connected_components
+from pipeline.components import connected_components, persisted
 from pipeline.dedup_graph import (
     IDS_META,
     LABELS_META,
@@ -340,17 +340,16 @@ def _verified_graph(
     cancelled: Callable[[], bool] | None,
 ) -> tuple[dd.DataFrame, dd.DataFrame | None]:
     """The verified edges (persisted on the workers) and the signatures frame."""
-    # Each piece is persisted before the next step uses it: the plans stay small (dask 2026.8 at times never
-    # finished planning the concatenation of the two whole expressions).
+    # Each piece is persisted, and done, before the next expression is built (see ``persisted``).
     pieces: list[dd.DataFrame] = []
     sigs = None
     if exact:
-        pieces.append(client.persist(exact_candidates(parts, width)))
+        pieces.append(persisted(client, exact_candidates(parts, width)))
     if minhash is not None:
-        sigs = client.persist(frame(parts, "sigs", SIGS_META))
-        candidates = client.persist(near_candidates(parts, width))
-        pieces.append(client.persist(verified(candidates, sigs, minhash.threshold, width)))
-    graph = client.persist(dd.concat(pieces)) if len(pieces) > 1 else pieces[0]
+        sigs = persisted(client, frame(parts, "sigs", SIGS_META))
+        candidates = persisted(client, near_candidates(parts, width))
+        pieces.append(persisted(client, verified(candidates, sigs, minhash.threshold, width)))
+    graph = persisted(client, dd.concat(pieces)) if len(pieces) > 1 else pieces[0]
     counts = [graph.map_partitions(len).sum()]
     if minhash is not None:
         counts.append(candidates.map_partitions(len).sum())
