@@ -48,14 +48,19 @@ def symmetric(edges: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"u": np.concatenate([u, v]), "v": np.concatenate([v, u])})
 
 
+def _neighbourhood_minima(edges: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The edges sorted by ``u``, and for each the smallest of ``u`` and every ``v`` of its group."""
+    u, v = edges["u"].to_numpy(), edges["v"].to_numpy()
+    order, minima = _group_min(u, v)
+    u, v = u[order], v[order]
+    return u, v, np.minimum(minima, u)
+
+
 def large_star_part(adjacent: pd.DataFrame) -> pd.DataFrame:
     """Large-star on a partition holding every ``(u, v)`` of its nodes ``u`` (both directions present)."""
     if adjacent.empty:
         return empty_edges()
-    u, v = adjacent["u"].to_numpy(), adjacent["v"].to_numpy()
-    order, minima = _group_min(u, v)
-    u, v = u[order], v[order]
-    m = np.minimum(minima, u)
+    u, v, m = _neighbourhood_minima(adjacent)
     larger = v > u
     return _edges(v[larger], m[larger])
 
@@ -70,10 +75,7 @@ def small_star_part(down: pd.DataFrame) -> pd.DataFrame:
     """Small-star on a partition holding every oriented edge ``(u, v)``, ``v < u``, of its nodes ``u``."""
     if down.empty:
         return empty_edges()
-    u, v = down["u"].to_numpy(), down["v"].to_numpy()
-    order, minima = _group_min(u, v)
-    u, v = u[order], v[order]
-    m = np.minimum(minima, u)
+    u, v, m = _neighbourhood_minima(down)
     heads = np.r_[True, u[1:] != u[:-1]]
     return _edges(np.concatenate([v, u[heads]]), np.concatenate([m, m[heads]]))
 
