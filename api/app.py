@@ -28,7 +28,7 @@ from pipeline.cluster import local_cluster
 from schemas.spec import SpecError, WorkflowSpec, parse_spec, set_dotted
 from stages.tokenize import tokenizer_path
 from storage.catalog import SqlRefused, SqlTimeout, connect, run_sql
-from storage.fs import StorageError, read_bytes
+from storage.fs import StorageError, exists, join, read_bytes
 
 ERRORS = {
     401: {"model": ErrorBody},
@@ -47,6 +47,14 @@ def _sequence(row: dict[str, Any], tok: Any) -> dict[str, Any]:
         ids = row["input_ids"][a:b]
         docs.append({"doc_id": doc_id, "token_ids": ids, "text": tok.decode(ids, skip_special_tokens=False)})
     return {"n_pad": row["n_pad"], "cu_seqlens": bounds, "documents": docs}
+
+
+def _real_file(url: str) -> bool:
+    """A shard file as named: on the local disk a regular file reached through no link."""
+    if "://" in url:
+        return exists(url)
+    path = Path(url)
+    return path.is_file() and not path.is_symlink() and path.resolve() == path
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -182,34 +190,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return store.get(job_id) or job
 
     def datasets() -> dict[str, str]:
-        """Finished jobs' outputs that are still the real directories they were written to: an output replaced by a
-        link (to '/', say) would widen what SQL may read, so it is left out."""
-        return {j["id"]: j["output"] for j in store.list()
-                if j["state"] == "succeeded" and os.path.isdir(j["output"])
-                and os.path.realpath(j["output"]) == j["output"]}  # fmt: skip
+        """Finished jobs' outputs that may still be read: a local one still the real directory it was written to
+        (an output replaced by a link, to '/' say, would widen what SQL may read); one on an object store still
+        inside the data roots (the roots may have changed since the job ran)."""
+        found = {}
+        for j in store.list():
+            output = j["output"]
+            if j["state"] != "succeeded":
+                continue
+            if "://" in output:
+                readable = policy.inside(output)
+            else:
+                readable = os.path.isdir(output) and os.path.realpath(output) == output
+            if readable:
+                found[j["id"]] = output
+        return found
 
     @app.get("/datasets", dependencies=[scope("read")])
     def list_datasets() -> dict[str, Any]:
         data = [{"id": k, "output": v} for k, v in datasets().items()]
         return {"data": data, "count": len(data)}
 
-    def dataset_or_404(dataset_id: str) -> Path:
+    def dataset_or_404(dataset_id: str) -> str:
         output = datasets().get(dataset_id)
         if output is None:
             raise HTTPException(404, f"no finished dataset {dataset_id!r}")
-        return Path(output)
+        return output
 
     def manifest_of(dataset_id: str) -> dict[str, Any]:
         root = dataset_or_404(dataset_id)
         try:
-            return json.loads(read_bytes(str(root / "manifest.json"), real=True))
+            return json.loads(read_bytes(join(root, "manifest.json"), real=True))
         except (StorageError, ValueError) as error:
             raise HTTPException(404, f"dataset {dataset_id!r} has no readable manifest: {error}") from None
 
     @app.get("/datasets/{dataset_id}", responses=ERRORS, dependencies=[scope("read")])
     def dataset(dataset_id: str) -> dict[str, Any]:
         manifest = manifest_of(dataset_id)
-        return {"id": dataset_id, "output": str(dataset_or_404(dataset_id)), "manifest": manifest,
+        return {"id": dataset_id, "output": dataset_or_404(dataset_id), "manifest": manifest,
                 "funnel": manifest["funnel"]}  # fmt: skip
 
     @app.get("/datasets/{dataset_id}/shards", responses=ERRORS, dependencies=[scope("read")])
@@ -221,14 +239,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/shards/{shard_id}/sample", responses=ERRORS, dependencies=[scope("read")])
     def sample(shard_id: str, n: int = 3) -> dict[str, Any]:
         dataset_id, _, shard = shard_id.partition(":")
-        path = dataset_or_404(dataset_id) / "shards" / f"{shard}.parquet"
-        if not shard or "/" in shard or not path.is_file() or path.is_symlink() or path.resolve() != path:
+        url = join(dataset_or_404(dataset_id), "shards", f"{shard}.parquet")
+        if not shard or "/" in shard or shard.startswith(".") or not _real_file(url):
             raise HTTPException(404, f"no Parquet shard {shard_id!r}")
         import tokenizers
 
         tok = tokenizers.Tokenizer.from_file(tokenizer_path("deepseek-v3"))
         try:
-            rows = pq.read_table(pa.BufferReader(read_bytes(str(path), real=True))).slice(0, max(0, min(n, 50)))
+            rows = pq.read_table(pa.BufferReader(read_bytes(url, real=True))).slice(0, max(0, min(n, 50)))
             out = [_sequence(row, tok) for row in rows.to_pylist()]
         except (pa.ArrowException, KeyError, TypeError, ValueError, StorageError) as error:
             raise HTTPException(422, f"shard {shard_id!r} is not a readable token shard: {error}") from None

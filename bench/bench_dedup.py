@@ -151,12 +151,15 @@ def refinery_graph(corpus: Path, out: Path, workers: int, rounds: bool) -> dict:
 
 
 def graph_report(n: int, workers: int, scratch: Path) -> dict:
-    """The short-document corpus and its 4x version, clustered in rounds (and the 1x in one task)."""
+    """The short-document corpus and its 2x and 4x versions, clustered in rounds (and the 1x in one task): peak
+    RSS at three sizes shows whether a worker's memory follows the corpus."""
     one = short_documents(HERE / "data" / f"short-{n}", n)
+    two = short_documents(HERE / "data" / f"short-{2 * n}", 2 * n, seed=13)
     four = short_documents(HERE / "data" / f"short-{4 * n}", 4 * n, seed=12)
     runs = {
         "1x_one_task": refinery_graph(one, scratch / "g1", workers, rounds=False),
         "1x_rounds": refinery_graph(one, scratch / "g1r", workers, rounds=True),
+        "2x_rounds": refinery_graph(two, scratch / "g2r", workers, rounds=True),
         "4x_rounds": refinery_graph(four, scratch / "g4r", workers, rounds=True),
     }
     for run in runs.values():

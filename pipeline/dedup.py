@@ -26,25 +26,22 @@ from distributed import Client
 
 from pipeline.components import connected_components, persisted
 from pipeline.dedup_graph import (
-    IDS_META,
     LABELS_META,
-    SIGS_META,
     decisions,
     exact_candidates,
-    frame,
     near_candidates,
     verified,
 )
+from pipeline.dedup_keys import INDEX_PARTITION_BASE, KeysPart, index_rows
 from pipeline.partition import PartitionPlan
 from pipeline.segments import Segment, SegmentState, barrier_configs, work_url
-from pipeline.waiting import as_finished, gather_cancellable
+from pipeline.waiting import gather_cancellable
 from schemas.spec import WorkflowSpec
 from schemas.stages import MinHashDedupConfig
 from stages.components import components_in_memory
-from stages.dedup import band_rows, order_keys, unpack_signatures
 from storage.dedup_index import commit_index, index_parts, part_name, write_index_part
 from storage.fs import exists, join, read_bytes, write_bytes_atomic
-from storage.parts import part_url, read_part
+from storage.parts import part_url
 
 #: Verified edges one task may cluster (about 100 MB of pairs and labels): above, rounds of shuffles on Dask.
 ONE_TASK_EDGES = 2_000_000
@@ -66,14 +63,6 @@ def decisions_url(spec: WorkflowSpec, segment: int, partition: int) -> str:
     return join(spec.output.url, "dedup", where, f"part-{partition:05d}.parquet")
 
 
-@dataclass(frozen=True)
-class KeysPart:
-    """One batch's keys file, written by the segment before the barrier."""
-
-    partition: int
-    url: str
-
-
 def keys_parts(spec: WorkflowSpec, segment: Segment, plans: list[PartitionPlan]) -> tuple[list[KeysPart], int]:
     """The keys files of the segment before ``segment`` (listed from each split's state), and how many
     documents they hold."""
@@ -86,59 +75,10 @@ def keys_parts(spec: WorkflowSpec, segment: Segment, plans: list[PartitionPlan])
     return parts, documents
 
 
-def load_keys(part: KeysPart, exact: bool, minhash: MinHashDedupConfig | None) -> dict[str, pd.DataFrame]:
-    """Dedup keys of one batch of documents as they reached the barrier (earlier stages applied)."""
-    table = read_part(part.url)
-    order = table.column("order").to_numpy()
-    keys: dict[str, pd.DataFrame] = {"ids": pd.DataFrame({"order": order, "id": table.column("id").to_pandas()})}
-    if exact:
-        keys["exact"] = pd.DataFrame(
-            {"high": table.column("high").to_numpy(), "low": table.column("low").to_numpy(), "order": order}
-        )
-    if minhash is not None:
-        usable = table.filter(pc.is_valid(table.column("sig")))
-        sigs = usable.select(["id", "source"]).to_pandas()
-        sigs = sigs.assign(order=usable.column("order").to_numpy(), sig=usable.column("sig").to_pylist())
-        keys["sigs"] = sigs[["order", "sig", "id", "source"]]
-        keys["bands"] = band_rows(unpack_signatures(keys["sigs"]["sig"]), sigs["order"].to_numpy(), minhash)
-    return keys
-
-
-INDEX_PARTITION_BASE = -(1 << 30)  # index part k gets order keys of pseudo-partition BASE + k: all negative
-
-
-def index_keys(url: str, pseudo_partition: int, exact: bool, minhash: MinHashDedupConfig) -> dict[str, pd.DataFrame]:
-    """Keys of one part of an earlier job's index; negative order keys make its documents come first."""
-    table = pq.read_table(pa.BufferReader(read_bytes(url, real=True)))
-    order = order_keys(pseudo_partition, table.num_rows)
-    sig = unpack_signatures(table.column("sig").to_pandas())
-    sigs = table.select(["id", "source"]).to_pandas().assign(order=order, sig=table.column("sig").to_pylist())
-    keys = {"sigs": sigs, "bands": band_rows(sig, order, minhash), "ids": sigs[["order", "id"]]}
-    if exact and "high" in table.column_names:
-        keys["exact"] = pd.DataFrame(
-            {"high": table.column("high").to_numpy(), "low": table.column("low").to_numpy(), "order": order}
-        )
-    elif exact:  # an index built by a job without exact_dedup has no exact hashes to match
-        keys["exact"] = pd.DataFrame({k: pd.Series(dtype=t) for k, t in (("high", "uint64"), ("low", "uint64"),
-                                                                         ("order", "int64"))})  # fmt: skip
-    return keys
-
-
-def index_rows(keys: dict[str, pd.DataFrame], decided: pa.Table) -> pa.Table:
-    """This batch's documents that survive dedup (``decided``: its partition's decisions), as rows of the next
-    index."""
-    sigs = keys["sigs"]
-    dropped = decided.filter(pc.is_valid(decided.column("reason"))).column("order").to_numpy()
-    rows = sigs[~sigs["order"].isin(dropped)]
-    if "exact" in keys:
-        rows = rows.merge(keys["exact"], on="order", how="left")
-    return pa.Table.from_pandas(rows.drop(columns=["order"]), preserve_index=False)
-
-
-def _write_index_part(
-    keys: dict[str, pd.DataFrame], spec: WorkflowSpec, segment: int, partition: int, staging: str, name: str
-) -> int:
-    table = index_rows(keys, load_decisions(spec, segment, partition))
+def _write_index_part(part: KeysPart, spec: WorkflowSpec, segment: int, exact: bool, staging: str, name: str) -> int:
+    decided = load_decisions(spec, segment, part.partition)
+    dropped = decided.filter(pc.is_valid(decided.column("reason"))).column("order").combine_chunks()
+    table = index_rows(part, exact, dropped)
     write_index_part(staging, name, table)
     return table.num_rows
 
@@ -197,10 +137,12 @@ def compute_decisions(
 #: 50 MB, their signatures 110 MB. The count depends on the input only, so the step's files are the same on any
 #: cluster (and its answers on any partitioning: every step is a function of sets).
 DOCUMENTS_PER_PARTITION = 250_000
-#: Up to this many partitions, Dask's task-based shuffle: P2P's fixed cost (about 0.3 s a shuffle, and the step
-#: has about fifteen) dominated small jobs (a test's two small steps went from 11 s to 28 s with it). Above,
-#: P2P, whose task count does not grow with the square of the partitions.
-TASK_SHUFFLE_PARTITIONS = 32
+#: Shuffles of one partition use Dask's task-based shuffle: P2P's fixed cost (about 0.3 s a shuffle, and the
+#: step has about fifteen) dominated small jobs (a test's two small steps went from 11 s to 28 s with it), and one
+#: partition is bounded by ``DOCUMENTS_PER_PARTITION`` anyway. Wider ones use P2P, which stages the shuffled rows
+#: on the workers' disks: a task-based shuffle may hold every piece of its input in memory at once, so a worker's
+#: memory would follow the corpus.
+TASK_SHUFFLE_PARTITIONS = 1
 
 
 def shuffle_partitions(documents: int) -> int:
@@ -222,24 +164,13 @@ def _compute_decisions(
     cancelled: Callable[[], bool] | None,
     on_phase: Callable[[str], None],
 ) -> None:
-    prefix = f"{spec.task_prefix()}-{segment.index}"
     step = "+".join(s.stage for s in segment.barrier)
-    exact, minhash = barrier_configs(segment.barrier)
-    sources, documents = keys_parts(spec, segment, plans)
-    parts = [
-        client.submit(load_keys, p, exact is not None, minhash, key=f"dedup-keys-{prefix}-{k}")
-        for k, p in enumerate(sources)
-    ]
-    numbers = [p.partition for p in sources]
+    _, minhash = barrier_configs(segment.barrier)
+    parts, documents = keys_parts(spec, segment, plans)
     old_urls = index_parts(minhash.index, minhash) if minhash is not None and minhash.index else []
-    for k, url in enumerate(old_urls):
-        pseudo = INDEX_PARTITION_BASE + k
-        parts.append(
-            client.submit(index_keys, url, pseudo, exact is not None, minhash, key=f"dedup-index-{prefix}-{k}")
-        )
-        numbers.append(pseudo)
+    old = [KeysPart(INDEX_PARTITION_BASE + k, url, index=True) for k, url in enumerate(old_urls)]
     what = f"{spec.name} (dedup step)"
-    if not parts:  # no document reached the barrier (an empty corpus, or an earlier stage dropped them all)
+    if not parts and not old:  # no document reached the barrier (an empty corpus, or earlier stages dropped all)
         empty = [plan.index for plan in plans]
         gather_cancellable(client, [client.submit(_write_empty_decisions, spec, segment.index, empty)], cancelled, what)
         write_bytes_atomic(join(spec.output.url, "dedup", _graph_file(segment.index)), _GraphStats().dump())
@@ -248,24 +179,23 @@ def _compute_decisions(
             commit_index(staging, join(spec.output.url, "dedup", "index"), minhash, 0)
         on_phase(f"{step}: no document reached the step")
         return
-    for n, _ in enumerate(as_finished(client, parts, cancelled, what), start=1):
-        if n == len(parts) or n % max(1, len(parts) // 10) == 0:
-            on_phase(f"{step}: keys of {n}/{len(parts)} batches read")
-    keys = _StepKeys(parts, len(sources), numbers, old_urls, shuffle_partitions(documents + _index_documents(minhash)))
-    with dask.config.set({"dataframe.shuffle.method": "tasks" if keys.width <= TASK_SHUFFLE_PARTITIONS else "p2p"}):
-        _decide_in_frames(client, spec, segment, plans, keys, cancelled, on_phase)
+    width = shuffle_partitions(documents + _index_documents(minhash))
+    with dask.config.set({"dataframe.shuffle.method": "tasks" if width <= TASK_SHUFFLE_PARTITIONS else "p2p"}):
+        _decide_in_frames(client, spec, segment, plans, _StepKeys(parts, old, width), cancelled, on_phase)
 
 
 @dataclass(frozen=True)
 class _StepKeys:
-    """The keys a step read: futures of this job's batches (the first ``own``) then of the earlier index's
-    parts, the partition of each, the index's files, and the partitions of every shuffle."""
+    """The keys files of a step: this job's batches, the earlier index's parts, and the partitions of every
+    shuffle."""
 
-    parts: list
-    own: int
-    numbers: list[int]
-    old_urls: list[str]
+    own: list[KeysPart]
+    old: list[KeysPart]
     width: int
+
+    @property
+    def parts(self) -> list[KeysPart]:
+        return self.own + self.old
 
 
 def _decide_in_frames(
@@ -281,12 +211,13 @@ def _decide_in_frames(
     exact, minhash = barrier_configs(segment.barrier)
     parts, width = keys.parts, keys.width
     stats = _GraphStats()
-    graph, sigs = _verified_graph(client, parts, exact is not None, minhash, width, stats, what, cancelled)
+    on_phase(f"{step}: candidate pairs from the keys of {len(parts)} batches")
+    graph = _verified_graph(client, parts, exact is not None, minhash, width, stats, what, cancelled)
     on_phase(f"{step}: {stats.candidates} candidate pairs, {stats.edges} verified; clustering")
     labels = _components(
         client, graph, width, stats, lambda r, t: on_phase(f"{step}: components, round {r} ({t:.1f} s)")
     )
-    decided = decisions(labels, graph, sigs, frame(parts, "ids", IDS_META), width)
+    decided = decisions(labels, graph, parts, minhash is not None, width)
     written = decided.shuffle("partition", npartitions=width).map_partitions(
         _write_decisions, spec, segment.index, meta=pd.DataFrame({"partition": pd.Series(dtype="int64")})
     )
@@ -299,11 +230,11 @@ def _decide_in_frames(
         return
     staging = join(spec.output.url, "dedup", "_index-staging")
     writes = [
-        delayed(_write_index_part)(part, spec, segment.index, number, staging,
+        delayed(_write_index_part)(part, spec, segment.index, exact is not None, staging,
                                    f"{spec.fingerprint()}-part-{k:05d}.parquet")
-        for k, (part, number) in enumerate(zip(parts[: keys.own], keys.numbers[: keys.own], strict=True))
+        for k, part in enumerate(keys.own)
     ]  # fmt: skip
-    writes += [delayed(_copy_index_part)(url, staging) for url in keys.old_urls]
+    writes += [delayed(_copy_index_part)(part.url, staging) for part in keys.old]
     counts = gather_cancellable(client, client.compute(writes), cancelled, what)
     commit_index(staging, join(spec.output.url, "dedup", "index"), minhash, sum(counts))
     on_phase(f"{step}: decisions written for {len(plans)} partitions, index of {sum(counts)} documents")
@@ -331,24 +262,23 @@ def _graph_file(segment: int) -> str:
 
 def _verified_graph(
     client: Client,
-    parts: list,
+    parts: list[KeysPart],
     exact: bool,
     minhash: MinHashDedupConfig | None,
     width: int,
     stats: _GraphStats,
     what: str,
     cancelled: Callable[[], bool] | None,
-) -> tuple[dd.DataFrame, dd.DataFrame | None]:
-    """The verified edges (persisted on the workers) and the signatures frame."""
+) -> dd.DataFrame:
+    """The verified edges, persisted on the workers (a row per duplicate pair). The signatures they are verified
+    with are read from the keys files by the join, never held: they are the size of the corpus."""
     # Each piece is persisted, and done, before the next expression is built (see ``persisted``).
     pieces: list[dd.DataFrame] = []
-    sigs = None
     if exact:
         pieces.append(persisted(client, exact_candidates(parts, width)))
     if minhash is not None:
-        sigs = persisted(client, frame(parts, "sigs", SIGS_META))
-        candidates = persisted(client, near_candidates(parts, width))
-        pieces.append(persisted(client, verified(candidates, sigs, minhash.threshold, width)))
+        candidates = persisted(client, near_candidates(parts, minhash, width))
+        pieces.append(persisted(client, verified(candidates, parts, minhash.threshold, width)))
     graph = persisted(client, dd.concat(pieces)) if len(pieces) > 1 else pieces[0]
     counts = [graph.map_partitions(len).sum()]
     if minhash is not None:
@@ -358,7 +288,7 @@ def _verified_graph(
     got = gather_cancellable(client, client.compute(counts), cancelled, what)
     stats.edges = int(got[0])
     stats.candidates = int(sum(got[1:]))
-    return graph, sigs
+    return graph
 
 
 def _components(

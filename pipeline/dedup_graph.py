@@ -17,16 +17,20 @@ from __future__ import annotations
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from dask import delayed
 
+from pipeline.dedup_keys import KeysPart, read_keys
+from schemas.stages import MinHashDedupConfig
 from stages.dedup import EDGE_COLUMNS, EXACT, NEAR, bucket_edges, exact_edges, unpack_signatures
 from stages.minhash import estimate_jaccard
 
 EXACT_META = pd.DataFrame({"high": pd.Series(dtype="uint64"), "low": pd.Series(dtype="uint64"),
                            "order": pd.Series(dtype="int64")})  # fmt: skip
 BANDS_META = pd.DataFrame({"bucket": pd.Series(dtype="uint64"), "order": pd.Series(dtype="int64")})
-SIGS_META = pd.DataFrame({"order": pd.Series(dtype="int64"), "sig": pd.Series(dtype="object")})
-IDS_META = pd.DataFrame({"order": pd.Series(dtype="int64"), "id": pd.Series(dtype="object")})
+SIGS_META = pd.DataFrame({"order": pd.Series(dtype="int64"), "sig": pd.Series(dtype=pd.ArrowDtype(pa.binary()))})
+IDS_META = pd.DataFrame({"order": pd.Series(dtype="int64"), "id": pd.Series(dtype=pd.ArrowDtype(pa.string()))})
+DOCUMENTS_META = IDS_META.assign(sig=SIGS_META["sig"])
 EDGES_META = pd.DataFrame({k: pd.Series(dtype=v) for k, v in EDGE_COLUMNS.items()})
 LABELS_META = pd.DataFrame({"node": pd.Series(dtype="int64"), "root": pd.Series(dtype="int64")})
 DECIDED_META = pd.DataFrame(
@@ -35,40 +39,40 @@ DECIDED_META = pd.DataFrame(
         "cluster": pd.Series(dtype="int64"),
         "reason": pd.Series(dtype="object"),
         "similarity": pd.Series(dtype="float32"),
-        "kept_id": pd.Series(dtype="object"),
+        "kept_id": pd.Series(dtype=pd.ArrowDtype(pa.string())),
         "partition": pd.Series(dtype="int64"),
     }
 )
 
 
-def frame(parts: list, name: str, meta: pd.DataFrame) -> dd.DataFrame:
-    """One table of every keys part (futures of ``pipeline.dedup.load_keys`` dicts) as a Dask DataFrame, with
-    the columns of ``meta``."""
-    columns = list(meta.columns)
-    return dd.from_delayed([delayed(_columns)(p, name, columns) for p in parts], meta=meta, verify_meta=False)
+def frame(
+    parts: list[KeysPart], name: str, meta: pd.DataFrame, minhash: MinHashDedupConfig | None = None
+) -> dd.DataFrame:
+    """One table of every keys part's ``name`` rows (``pipeline.dedup_keys.read_keys``), each part read from its
+    file by the task that needs it."""
+    return dd.from_delayed([delayed(read_keys)(p, name, minhash) for p in parts], meta=meta, verify_meta=False)
 
 
-def _columns(keys: dict[str, pd.DataFrame], name: str, columns: list[str]) -> pd.DataFrame:
-    return keys[name][columns]
-
-
-def exact_candidates(parts: list, partitions: int) -> dd.DataFrame:
+def exact_candidates(parts: list[KeysPart], partitions: int) -> dd.DataFrame:
     keys = frame(parts, "exact", EXACT_META).shuffle("high", npartitions=partitions)
     return keys.map_partitions(exact_edges, meta=EDGES_META)
 
 
-def near_candidates(parts: list, partitions: int) -> dd.DataFrame:
+def near_candidates(parts: list[KeysPart], minhash: MinHashDedupConfig, partitions: int) -> dd.DataFrame:
     """Distinct star edges of every LSH bucket (a pair sharing several bands is one candidate)."""
-    bands = frame(parts, "bands", BANDS_META).shuffle("bucket", npartitions=partitions)
+    bands = frame(parts, "bands", BANDS_META, minhash).shuffle("bucket", npartitions=partitions)
     edges = bands.map_partitions(bucket_edges, meta=EDGES_META)
     return edges.drop_duplicates(subset=["a", "b"], split_out=partitions)
 
 
-def verified(candidates: dd.DataFrame, sigs: dd.DataFrame, threshold: float, partitions: int) -> dd.DataFrame:
+def verified(candidates: dd.DataFrame, parts: list[KeysPart], threshold: float, partitions: int) -> dd.DataFrame:
     """The candidates whose signatures estimate a Jaccard of at least ``threshold``: each edge meets the
-    signature of one end in a join on that end, then the other's."""
-    side_a = sigs.rename(columns={"order": "a", "sig": "sig_a"})
-    side_b = sigs.rename(columns={"order": "b", "sig": "sig_b"})
+    signature of one end in a join on that end, then the other's.
+
+    Each join reads the signatures from the keys files itself: one frame feeding both shuffles would keep every
+    part read for the first until the second had taken it, the size of the corpus in memory."""
+    side_a = frame(parts, "sigs", SIGS_META).rename(columns={"order": "a", "sig": "sig_a"})
+    side_b = frame(parts, "sigs", SIGS_META).rename(columns={"order": "b", "sig": "sig_b"})
     joined = candidates.merge(side_a, on="a", how="inner", npartitions=partitions)
     joined = joined.merge(side_b, on="b", how="inner", npartitions=partitions)
     return joined.map_partitions(_similar, threshold, meta=EDGES_META)
@@ -82,23 +86,27 @@ def _similar(edges: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 
 def decisions(
-    labels: dd.DataFrame, graph: dd.DataFrame, sigs: dd.DataFrame | None, ids: dd.DataFrame, partitions: int
+    labels: dd.DataFrame, graph: dd.DataFrame, parts: list[KeysPart], minhash: bool, partitions: int
 ) -> dd.DataFrame:
     """Every member of a component (``labels``: each non-centre node and its centre; the centres added) with
-    its reason, its similarity to the kept document and the kept document's id."""
+    its reason, its similarity to the kept document (``minhash``: from their signatures) and the kept document's
+    id.
+
+    The members meet the kept document's id and signature in one join on ``root``, then their own signature in
+    a join on ``node`` (each join reads the keys files itself, see ``verified``); the similarity is computed
+    before the last shuffle, so no shuffle carries two signatures a row."""
     roots = labels[["root"]].drop_duplicates(split_out=partitions)
     members = dd.concat([labels, roots.assign(node=roots["root"])[["node", "root"]]])
     # renamed before the shuffle of drop_duplicates: dask 2026.8 fails to plan a rename right after one
     later = graph.loc[graph["kind"] == "exact", ["b"]].rename(columns={"b": "node"})
     later = later.drop_duplicates(split_out=partitions).assign(exact=True)
     members = members.merge(later, on="node", how="left", npartitions=partitions)
-    if sigs is not None:
-        members = members.merge(sigs.rename(columns={"order": "node", "sig": "sig_node"}), on="node", how="left",
-                                npartitions=partitions)  # fmt: skip
-        members = members.merge(sigs.rename(columns={"order": "root", "sig": "sig_root"}), on="root", how="left",
-                                npartitions=partitions)  # fmt: skip
-    members = members.merge(ids.rename(columns={"order": "root", "id": "kept_id"}), on="root", how="left",
-                            npartitions=partitions)  # fmt: skip
+    documents = frame(parts, "documents", DOCUMENTS_META) if minhash else frame(parts, "ids", IDS_META)
+    kept = documents.rename(columns={"order": "root", "id": "kept_id", "sig": "sig_root"})
+    members = members.merge(kept, on="root", how="left", npartitions=partitions)
+    if minhash:
+        own = frame(parts, "sigs", SIGS_META).rename(columns={"order": "node", "sig": "sig_node"})
+        members = members.merge(own, on="node", how="left", npartitions=partitions)
     return members.map_partitions(decision_rows, meta=DECIDED_META)
 
 
@@ -122,7 +130,7 @@ def decision_rows(members: pd.DataFrame) -> pd.DataFrame:
             "cluster": root,
             "reason": reason,
             "similarity": similarity,
-            "kept_id": members["kept_id"].to_numpy(object),
+            "kept_id": members["kept_id"].array,
             "partition": node >> 32,
         }
     )

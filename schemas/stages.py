@@ -306,6 +306,11 @@ class VerifyAnswerConfig(StageBase):
         default_factory=lambda: ["verified"], description="Verdicts kept; the others are dropped with their name."
     )
     timeout_seconds: int = Field(5, gt=0, le=600, description="Bound of one verification (parsing and comparison).")
+    degrees: Literal["strict", "radians"] = Field(
+        "strict",
+        description="'strict': 60^\\circ equals 60 but not \\frac{\\pi}{3} (a problem that asks for degrees wants "
+        "degrees); 'radians': an angle in degrees also equals the same angle in radians.",
+    )
 
 
 class SftFormatConfig(StageBase):
@@ -326,6 +331,12 @@ class RlSetConfig(StageBase):
         description="verl's default_compute_score picks the reward function by this name: 'lighteval/MATH' "
         "scores the last \\boxed{} answer against the ground truth. A name verl does not route needs a custom "
         "reward function in the trainer.",
+    )
+    units_data_source: str | None = Field(
+        "math_dapo",
+        description="data_source of the rows whose ground truth names a unit (5\\text{ cm}): lighteval/MATH's "
+        "reward strips units, so it would pay 5 m for 5 cm; math_dapo's keeps them. None: every row gets "
+        "data_source.",
     )
     ability: str = "math"
     split: str = "train"

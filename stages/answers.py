@@ -47,11 +47,69 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     return None, "none"
 
 
+TEXT_COMMANDS = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*(?=\{)")
+
+
 def normalize(value: str) -> str:
-    """Case, width, spaces, punctuation and a surrounding $…$ do not count in a string comparison."""
-    value = unicodedata.normalize("NFKC", value).strip().strip("$").lower()
+    """Case, width, spaces, punctuation, a surrounding $…$ and text commands (``\\text{(B)}``) do not count in a
+    string comparison."""
+    value = TEXT_COMMANDS.sub("", unicodedata.normalize("NFKC", value).strip().strip("$")).lower()
     return re.sub(r"[\s\W_]+", "", value)
 
 
 def looks_like_math(value: str) -> bool:
     return bool(re.search(r"[\d\\^{}=+*/]", value))
+
+
+#: Thousands separators inside a number: ``1\,000\,000``, ``1{,}000``, ``1\ 000`` (math-verify reads the LaTeX
+#: spaces as products: 1*0*0).
+DIGIT_SEPARATOR = re.compile(r"(?<=\d)(?:\\[,;: !]|\{,\}|~)(?=\d{3}(?!\d))")
+DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
+#: A unit after a number: ``5\text{ cm}``, ``5\,\mathrm{m}``, ``12 meters``.
+UNIT = re.compile(
+    r"\d\s*(?:\\[,;: !])?\s*"
+    r"(?:\\(?:text|mbox|mathrm|textrm)\s*\{\s*([A-Za-z][A-Za-z ]*?)\s*\}|([A-Za-z]{2,}))\s*\.?\s*$"
+)
+UNIT_NAMES = {
+    "mm": "millimeter", "cm": "centimeter", "m": "meter", "km": "kilometer", "in": "inch", "ft": "foot",
+    "g": "gram", "kg": "kilogram", "s": "second", "sec": "second", "min": "minute", "h": "hour", "hr": "hour",
+    "l": "liter", "ml": "milliliter", "mph": "mile per hour", "feet": "foot", "inches": "inch",
+}  # fmt: skip
+
+
+def without_digit_separators(value: str) -> str:
+    return DIGIT_SEPARATOR.sub("", value)
+
+
+def unit_of(value: str) -> str | None:
+    """The unit named after a number at the end of ``value`` (singular, full name), or None."""
+    found = UNIT.search(value.strip())
+    if found is None:
+        return None
+    unit = (found.group(1) or found.group(2)).strip().lower()
+    unit = UNIT_NAMES.get(unit, unit)
+    return unit[:-1] if unit.endswith("s") and len(unit) > 3 and not unit.endswith("ss") else unit
+
+
+def units_differ(answer: str, truth: str) -> bool:
+    """Both name a unit and the units are not the same: math-verify drops units, so 5 m would equal 5 cm."""
+    ours, theirs = unit_of(answer), unit_of(truth)
+    return ours is not None and theirs is not None and ours != theirs
+
+
+def in_radians(value: str) -> str:
+    """Degrees written as radians: ``60^\\circ`` becomes ``60\\cdot\frac{\\pi}{180}``."""
+    return DEGREES.sub(r"\\cdot\\frac{\\pi}{180}", value)
+
+
+#: An interval closed at infinity (``[2, \infty]``): sympy reads it as open there, a grader calls it wrong.
+CLOSED_AT_INFINITY = re.compile(r"\\infty\s*(?:\\right\s*)?\]|\[\s*(?:\\left\s*)?-?\s*\\infty")
+PERCENT = re.compile(r"\\?%")
+
+
+def closed_at_infinity(answer: str, truth: str) -> bool:
+    return bool(CLOSED_AT_INFINITY.search(answer)) and not CLOSED_AT_INFINITY.search(truth)
+
+
+def without_percent(value: str) -> str:
+    return PERCENT.sub("", value)

@@ -88,11 +88,20 @@ def exact_edges(keys: pd.DataFrame) -> pd.DataFrame:
 
 
 def unpack_signatures(column: pd.Series) -> np.ndarray:
-    """Signatures travel between workers as bytes (Arrow-friendly); back to a (n, num_perm) uint32 array."""
-    values = column.to_numpy()
-    if len(values) == 0:
+    """Signatures travel between workers as bytes (Arrow-friendly); back to a (n, num_perm) uint32 array. A column
+    of Arrow binary (the job's frames: one buffer, no Python object per signature) is read without a copy."""
+    if len(column) == 0:
         return np.zeros((0, 0), np.uint32)
-    return np.frombuffer(b"".join(values), np.uint32).reshape(len(values), -1)
+    if isinstance(column.dtype, pd.ArrowDtype):
+        array = column.array.__arrow_array__()
+        array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        offsets = np.frombuffer(array.buffers()[1], np.int32)[array.offset : array.offset + len(array) + 1]
+        width = offsets[1] - offsets[0]
+        if array.null_count or not (np.diff(offsets) == width).all():
+            raise ValueError("signatures of unequal length (or missing) cannot be unpacked together")
+        values = np.frombuffer(array.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+        return values.view(np.uint32).reshape(len(array), -1)
+    return np.frombuffer(b"".join(column.to_numpy()), np.uint32).reshape(len(column), -1)
 
 
 def clusters(edges: pd.DataFrame) -> pd.DataFrame:

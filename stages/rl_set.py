@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from schemas.document import DROP_REASON
 from schemas.stages import RlSetConfig
+from stages.answers import unit_of
 from stages.sft_format import render_prompt
 from stages.tokenize import load_encoder
 
@@ -46,12 +47,20 @@ def rl_filter(table: pa.Table, config: RlSetConfig) -> pa.Table:
     return table.append_column(DROP_REASON, pa.array(reason, pa.string()))
 
 
+def _data_source(truth: str | None, config: RlSetConfig) -> str:
+    """The reward verl will compute for a row: ``units_data_source`` when the ground truth names a unit (the
+    default reward would not tell 5 m from 5 cm; tests/test_answer_types.py checks every answer type)."""
+    if config.units_data_source and truth and unit_of(str(truth)) is not None:
+        return config.units_data_source
+    return config.data_source
+
+
 def rl_rows(table: pa.Table, config: RlSetConfig) -> pa.Table:
     field = config.ground_truth_field
     truths = table.column(field).to_pylist() if field in table.column_names else [None] * table.num_rows
     rows = [
         {
-            "data_source": config.data_source,
+            "data_source": _data_source(truth, config),
             "prompt": [{"role": "user", "content": prompt}],
             "ability": config.ability,
             "reward_model": {"style": "rule", "ground_truth": truth},

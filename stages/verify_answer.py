@@ -22,7 +22,19 @@ import pyarrow as pa
 
 from schemas.document import DROP_REASON
 from schemas.stages import VerifyAnswerConfig
-from stages.answers import UnbalancedBoxError, extract_answer, looks_like_math, normalize
+from stages.answers import (
+    DEGREES,
+    PERCENT,
+    UnbalancedBoxError,
+    closed_at_infinity,
+    extract_answer,
+    in_radians,
+    looks_like_math,
+    normalize,
+    units_differ,
+    without_digit_separators,
+    without_percent,
+)
 
 _helper: subprocess.Popen | None = None
 
@@ -50,26 +62,40 @@ def serve() -> None:
     """The helper's loop: one JSON pair per line in, one JSON verdict per line out."""
     for line in sys.stdin:
         request = json.loads(line)
-        print(json.dumps(judge(request["answer"], request["truth"], request["timeout"])), flush=True)
+        verdict = judge(request["answer"], request["truth"], request["timeout"], request.get("degrees", "strict"))
+        print(json.dumps(verdict), flush=True)
 
 
-def judge(answer: str, truth: str, timeout: int) -> tuple[str, str]:
-    """``(status, detail)`` for one pair; runs in the child process's main thread."""
+def judge(answer: str, truth: str, timeout: int, degrees: str = "strict") -> tuple[str, str]:
+    """``(status, detail)`` for one pair; runs in the child process's main thread. ``degrees``: "strict" (60° is
+    60, not π/3) or "radians" (60° also equals π/3)."""
     from math_verify import parse, verify
     from math_verify.errors import TimeoutException
 
-    if truth.count("{") != truth.count("}") or truth.count("(") != truth.count(")"):
+    if truth.count("{") != truth.count("}"):  # brackets may be unbalanced on purpose: (0, 1] is an interval
         return "unverifiable", "bad_ground_truth"
+    answer, truth = without_digit_separators(answer), without_digit_separators(truth)
     try:
         gold = parse(f"${truth}$", parsing_timeout=timeout, raise_on_error=True) if looks_like_math(truth) else []
         if looks_like_math(truth) and not gold:
             return "unverifiable", "bad_ground_truth"
         if gold:
             target = parse(f"${answer}$", parsing_timeout=timeout, raise_on_error=True)
-            if target and verify(gold, target, timeout_seconds=timeout, raise_on_error=True):
-                return "verified", "math"
             if not target:
                 return ("verified", "string") if normalize(answer) == normalize(truth) else ("wrong", "string")
+            if units_differ(answer, truth):
+                return "wrong", "units"
+            if closed_at_infinity(answer, truth):
+                return "wrong", "interval_closed_at_infinity"
+            if verify(gold, target, timeout_seconds=timeout, raise_on_error=True):
+                return "verified", "math"
+            rewrites = [without_percent] if PERCENT.search(answer + truth) else []
+            if degrees == "radians" and DEGREES.search(answer + truth):
+                rewrites.append(in_radians)
+            for rewrite in rewrites:  # 12.5\% is also 12.5; with degrees="radians", 60^\circ is also \pi/3
+                gold, target = (parse(f"${rewrite(x)}$", parsing_timeout=timeout) for x in (truth, answer))
+                if gold and target and verify(gold, target, timeout_seconds=timeout, raise_on_error=True):
+                    return "verified", "math"
             return "wrong", "math"
     except TimeoutException:
         return "timeout", "timeout"
@@ -78,12 +104,13 @@ def judge(answer: str, truth: str, timeout: int) -> tuple[str, str]:
     return ("verified", "string") if normalize(answer) == normalize(truth) else ("wrong", "string")
 
 
-def verify_pairs(pairs: list[tuple[str, str]], timeout: int) -> list[tuple[str, str]]:
+def verify_pairs(pairs: list[tuple[str, str]], timeout: int, degrees: str = "strict") -> list[tuple[str, str]]:
     """Verdicts from the helper process, each awaited at most ``3 x timeout + 10`` seconds."""
     results: list[tuple[str, str]] = []
     for answer, truth in pairs:
         helper = _helper if _helper is not None and _helper.poll() is None else _start_helper()
-        helper.stdin.write(json.dumps({"answer": answer, "truth": truth, "timeout": timeout}) + "\n")
+        request = {"answer": answer, "truth": truth, "timeout": timeout, "degrees": degrees}
+        helper.stdin.write(json.dumps(request) + "\n")
         helper.stdin.flush()
         with selectors.DefaultSelector() as selector:
             selector.register(helper.stdout, selectors.EVENT_READ)
@@ -121,7 +148,9 @@ def verify_answer(table: pa.Table, config: VerifyAnswerConfig) -> pa.Table:
             continue
         pending.append(i)
     for i, (verdict, why) in zip(
-        pending, verify_pairs([(extracted[i], str(truths[i])) for i in pending], config.timeout_seconds), strict=True
+        pending,
+        verify_pairs([(extracted[i], str(truths[i])) for i in pending], config.timeout_seconds, config.degrees),
+        strict=True,
     ):
         status[i], detail[i] = verdict, why
     drop = np.array([s not in config.keep for s in status])

@@ -9,13 +9,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import fsspec
+import pyarrow as pa
 import pytest
 
 from pipeline.runner import run_workflow
+from storage.parts import parquet_bytes
 
 from .conftest import make_spec, tree_bytes, write_jsonl_corpus
 
@@ -125,3 +127,79 @@ def test_scale_out_with_every_file_on_s3_is_byte_identical_whatever_the_workers(
     assert two.keys() == one.keys() and two == one
     assert not any(p.startswith("_work/") for p in two), "intermediates are removed at commit"
     assert not [p for home in homes for p in home.rglob("*.parquet")], "workers wrote nothing to their local disk"
+
+
+def _refused_reads(run: Callable[[str], object]) -> None:
+    """Reads outside the dataset's prefix: a sibling prefix that shares its name's start, another prefix of the
+    bucket, another bucket, and a way up with '..'."""
+    for url in ("s3://sql-data/out-old/docs/y.parquet", "s3://sql-data/secret/x.parquet",
+                "s3://sql-other/out/docs/z.parquet", "s3://sql-data/out/../secret/x.parquet"):  # fmt: skip
+        run(f"SELECT * FROM read_parquet('{url}')")
+
+
+def test_sql_over_an_s3_output_from_the_cli_and_the_service(s3_endpoint: str, tmp_path: Path, capsys) -> None:
+    from pipeline.cli import main
+    from storage.catalog import SqlRefused, connect, run_sql
+
+    from .conftest import ANALYST, Server, wait_for_job
+
+    s3 = fsspec.filesystem("s3", endpoint_url=s3_endpoint)
+    s3.mkdir("sql-data")
+    s3.mkdir("sql-other")
+    corpus = write_jsonl_corpus(tmp_path / "corpus", files=2, docs_per_file=30, seed=8)
+    for path in corpus.iterdir():
+        s3.put(str(path), f"sql-data/raw/{path.name}")
+    for key in ("sql-data/out-old/docs/y.parquet", "sql-data/secret/x.parquet", "sql-other/out/docs/z.parquet"):
+        s3.pipe(key, parquet_bytes(pa.table({"secret": ["s3cr3t"]})))
+    output = {"url": "s3://sql-data/out", "shard_sequences": 16, "shard_formats": ["parquet"]}
+    result = run_workflow(make_spec("s3://sql-data/raw/*.jsonl.gz", "s3://sql-data/out", output=output), workers=1,
+                          show_progress=False)  # fmt: skip
+    manifest = result.manifest
+
+    conn = connect({"job": "s3://sql-data/out"}, prefix=False)
+    assert run_sql(conn, "SELECT count(*) FROM docs WHERE status = 'kept'").rows == [[manifest.funnel.kept]]
+    assert run_sql(conn, "SELECT count(*), sum(n_pad) FROM shards").rows == [
+        [manifest.funnel.sequences, manifest.funnel.padding]
+    ]
+    assert run_sql(conn, "SELECT count(*) FROM manifest").rows == [[len(manifest.shards)]]
+
+    def refused_here(sql: str) -> None:
+        with pytest.raises(SqlRefused, match="Permission Error"):
+            run_sql(conn, sql)
+
+    _refused_reads(refused_here)
+    assert main(["sql", "s3://sql-data/out", "SELECT DISTINCT shard FROM shards"]) == 0
+    printed = capsys.readouterr().out
+    assert all(s.shard in printed for s in manifest.shards), printed
+    assert main(["sql", "s3://sql-data/out", "SELECT * FROM read_parquet('s3://sql-data/secret/x.parquet')"]) == 2
+    assert "s3cr3t" not in capsys.readouterr().out
+
+    # the service: a job whose output is on s3:// is a dataset like any other, in the same sandbox
+    server = Server(tmp_path / "svc", env={"REFINERY_DATA_ROOTS": f"{tmp_path / 'svc'};s3://sql-data",
+                                           "REFINERY_MIN_PARTITION_BYTES": "1024"})  # fmt: skip
+    (tmp_path / "svc").mkdir()
+    server.start()
+    try:
+        admin, analyst = server.client(), server.client(ANALYST)
+        body = {"workflow": "tokenize", "input": "s3://sql-data/raw/*.jsonl.gz", "output": "s3://sql-data/served",
+                "set": ["stages.1.seq_len=256", "stages.1.mode=concat", "output.shard_formats=[parquet]"]}  # fmt: skip
+        response = admin.post("/jobs", json=body)
+        assert response.status_code == 202, response.text
+        job = wait_for_job(admin, response.json()["id"])
+        assert job["state"] == "succeeded", job
+        view = f"ds_{job['id']}"
+        answer = analyst.post("/sql", json={"query": f"SELECT count(*) FROM {view}_docs WHERE status = 'kept'"})
+        assert answer.status_code == 200 and answer.json()["rows"] == [[job["funnel"]["kept"]]]
+        answer = analyst.post("/sql", json={"query": f"SELECT count(*), sum(n_pad) FROM {view}_shards"})
+        assert answer.json()["rows"] == [[job["funnel"]["sequences"], job["funnel"]["padding"]]]
+        shards = admin.get(f"/datasets/{job['id']}/shards").json()["data"]
+        sample = admin.get(f"/shards/{shards[0]['id']}/sample", params={"n": 1}).json()
+        assert sample["sequences"][0]["documents"][0]["text"]
+
+        def refused_over_http(sql: str) -> None:
+            response = analyst.post("/sql", json={"query": sql})
+            assert response.status_code == 403 and "s3cr3t" not in response.text, (sql, response.text)
+
+        _refused_reads(refused_over_http)
+    finally:
+        server.kill()

@@ -1,0 +1,155 @@
+"""Hand-labelled answer pairs of competition mathematics, by answer type: for each ground truth, answers that are
+the same (in another notation) and answers that are different. Written here, not downloaded; every label is a
+judgement made when the pair was written, including the policies the README states (degrees are not radians by
+default; a percentage equals its fraction; units must agree when both sides name one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str
+    truth: str
+    same: tuple[str, ...]
+    different: tuple[str, ...]
+
+
+CASES = [
+    # integers, signs and large integers with separators
+    Case("integer", "42", ("42", "+42", "42.0", "042", "\\mathbf{42}"), ("43", "-42", "4.2", "24")),
+    Case("integer", "-7", ("-7", "- 7", "-7.00", "(-7)"), ("7", "-6", "-\\frac{7}{2}")),
+    Case("integer", "0", ("0", "0.0", "-0"), ("1", "O", "\\emptyset")),
+    Case(
+        "large integer",
+        "1000000",
+        ("1,000,000", "1\\,000\\,000", "10^6", "1000000", "1{,}000{,}000"),
+        ("100000", "1,000,001", "10^7", "1,000"),
+    ),
+    Case("integer", "2024", ("2,024", "2024.0"), ("2023", "2042")),
+    Case("large integer", "2^{10}", ("1024", "1,024", "2^{10}"), ("1023", "2^{11}", "20")),
+    Case("large integer", "123456789", ("123,456,789", "123\\,456\\,789", "123456789"), ("123456788", "123,456")),
+    # fractions and decimals
+    Case(
+        "fraction",
+        "\\frac{1}{2}",
+        ("0.5", "1/2", "\\dfrac{1}{2}", "\\tfrac12", "\\frac{2}{4}", ".5"),
+        ("\\frac{1}{3}", "2", "0.51", "-\\frac{1}{2}"),
+    ),
+    Case(
+        "fraction",
+        "-\\frac{3}{4}",
+        ("-0.75", "\\frac{-3}{4}", "-3/4", "\\frac{3}{-4}"),
+        ("\\frac{3}{4}", "-\\frac{4}{3}"),
+    ),
+    Case("fraction", "\\frac{22}{7}", ("22/7", "\\dfrac{22}{7}", "3\\frac{1}{7}"), ("3.14", "\\pi", "\\frac{7}{22}")),
+    Case("fraction", "\\frac{5}{3}", ("1\\frac{2}{3}", "5/3"), ("\\frac{3}{5}", "1.6")),
+    Case("decimal", "0.25", ("\\frac{1}{4}", "1/4", "0.250", "25\\%"), ("0.26", "2.5", "\\frac{1}{5}")),
+    Case("decimal", "3.5", ("\\frac{7}{2}", "3.50", "3\\frac{1}{2}"), ("3.05", "35", "\\frac{5}{2}")),
+    # radicals
+    Case(
+        "radical",
+        "2\\sqrt{2}",
+        ("\\sqrt{8}", "2 \\sqrt 2", "2\\sqrt{2}", "\\sqrt{2} \\cdot 2"),
+        ("\\sqrt{2}", "4", "2\\sqrt{3}"),
+    ),
+    Case(
+        "radical",
+        "\\frac{\\sqrt{3}}{2}",
+        ("\\frac{1}{2}\\sqrt{3}", "\\sqrt{3}/2", "\\frac{\\sqrt{12}}{4}"),
+        ("\\frac{\\sqrt{2}}{2}", "\\frac{3}{2}", "\\sqrt{\\frac{3}{2}}"),
+    ),
+    Case("radical", "3+\\sqrt{5}", ("\\sqrt{5}+3", "3 + \\sqrt{5}"), ("3-\\sqrt{5}", "3\\sqrt{5}", "8")),
+    Case("radical", "\\sqrt[3]{2}", ("2^{1/3}", "2^{\\frac{1}{3}}"), ("\\sqrt{2}", "\\sqrt[3]{3}")),
+    # multiples of pi
+    Case("pi", "3\\pi", ("3 \\pi", "\\pi \\cdot 3", "3\\pi", "\\frac{6\\pi}{2}"), ("3", "\\frac{\\pi}{3}", "9.42")),
+    Case(
+        "pi",
+        "\\frac{\\pi}{6}",
+        ("\\pi/6", "\\frac{1}{6}\\pi", "\\dfrac{\\pi}{6}"),
+        ("\\frac{\\pi}{3}", "30", "\\frac{6}{\\pi}"),
+    ),
+    Case("pi", "16\\pi", ("16 \\pi", "\\pi \\cdot 16"), ("16", "8\\pi", "16\\pi^2")),
+    # expressions and polynomials
+    Case("expression", "x^2+2x+1", ("(x+1)^2", "x^2 + 2x + 1", "1+2x+x^2"), ("x^2+1", "(x-1)^2", "x^2+2x")),
+    Case("expression", "2x-6", ("2(x-3)", "-6+2x"), ("2x+6", "x-3", "2x-5")),
+    Case("expression", "\\frac{x+1}{x}", ("1+\\frac{1}{x}", "\\frac{1}{x}+1"), ("\\frac{x}{x+1}", "x+1")),
+    Case("expression", "\\frac{1}{x^2}", ("x^{-2}",), ("x^2", "\\frac{1}{x}")),
+    Case("expression", "e^2", ("e^{2}", "\\exp(2)"), ("2e", "e^3")),
+    Case("expression", "1+i", ("i+1",), ("1-i", "1+2i")),
+    # sets
+    Case(
+        "set", "\\{1,2,3\\}", ("\\{3,2,1\\}", "\\{1, 2, 3\\}", "\\left\\{1,2,3\\right\\}"), ("\\{1,2\\}", "\\{1,2,4\\}")
+    ),
+    Case("set", "\\{-1, 1\\}", ("\\{1,-1\\}", "\\{ -1, 1 \\}"), ("\\{1\\}", "\\{-1, 0, 1\\}", "\\{-1, 2\\}")),
+    # intervals and unions of intervals
+    Case("interval", "(0, 1]", ("(0,1]", "\\left(0, 1\\right]", "( 0 , 1 ]"), ("[0,1]", "(0,1)", "[0,1)", "(0,2]")),
+    Case(
+        "interval",
+        "[2, \\infty)",
+        ("[2,\\infty)", "\\left[2, \\infty\\right)"),
+        ("(2,\\infty)", "[2,\\infty]", "[3,\\infty)"),
+    ),
+    Case("interval", "(-\\infty, 3)", ("(-\\infty,3)",), ("(-\\infty,3]", "(3,\\infty)", "(-\\infty,-3)")),
+    Case(
+        "union",
+        "(-\\infty,0)\\cup(1,\\infty)",
+        ("(1,\\infty)\\cup(-\\infty,0)", "(-\\infty, 0) \\cup (1, \\infty)"),
+        ("(-\\infty,0]\\cup(1,\\infty)", "(0,1)", "(-\\infty,1)\\cup(0,\\infty)"),
+    ),
+    Case("union", "[-2,-1]\\cup[1,2]", ("[1,2]\\cup[-2,-1]",), ("[-2,2]", "[-2,-1)\\cup[1,2]")),
+    # ordered tuples
+    Case("tuple", "(1,2)", ("(1, 2)", "\\left(1,2\\right)"), ("(2,1)", "(1,3)")),
+    Case("tuple", "(3,-4,5)", ("(3, -4, 5)",), ("(3,4,5)", "(5,-4,3)", "(3,-4)")),
+    Case("tuple", "\\left(\\frac{1}{2}, 3\\right)", ("(0.5, 3)", "(\\frac12, 3)"), ("(3, \\frac{1}{2})", "(0.5, 2)")),
+    # matrices and vectors
+    Case(
+        "matrix",
+        "\\begin{pmatrix}1\\\\2\\end{pmatrix}",
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{bmatrix}1\\\\2\\end{bmatrix}"),
+        ("\\begin{pmatrix}2\\\\1\\end{pmatrix}", "\\begin{pmatrix}1\\\\3\\end{pmatrix}"),
+    ),
+    Case(
+        "matrix",
+        "\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}",
+        ("\\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}",),
+        ("\\begin{pmatrix}0&1\\\\1&0\\end{pmatrix}", "\\begin{pmatrix}1&0\\\\0&2\\end{pmatrix}"),
+    ),
+    # inequalities
+    Case("inequality", "x>2", ("2<x", "x > 2"), ("x\\ge 2", "x<2", "x>3")),
+    Case("inequality", "-1\\le x\\le 1", ("-1 \\leq x \\leq 1",), ("-1<x<1", "-1\\le x\\le 2")),
+    # equations and systems
+    Case("equation", "y=2x+1", ("y = 1 + 2x", "y=2x+1"), ("y=2x-1", "y=x+1", "y=2x")),
+    Case("equation", "x^2+y^2=25", ("y^2+x^2=25", "x^2 + y^2 = 25"), ("x^2+y^2=5", "x^2-y^2=25")),
+    Case("system", "x=1, y=2", ("y=2, x=1", "x = 1, y = 2"), ("x=2, y=1", "x=1, y=3")),
+    # degrees (default policy: degrees are not radians)
+    Case("degrees", "60^\\circ", ("60", "60^{\\circ}", "60^\\circ"), ("\\frac{\\pi}{3}", "30^\\circ", "120^\\circ")),
+    Case("degrees", "90^\\circ", ("90",), ("\\frac{\\pi}{2}", "180^\\circ")),
+    Case("degrees", "45^\\circ", ("45", "45^{\\circ}"), ("\\frac{\\pi}{4}", "135^\\circ")),
+    # percentages
+    Case("percentage", "25\\%", ("25", "0.25", "25\\%", "\\frac{1}{4}"), ("2.5\\%", "0.025", "75\\%")),
+    Case("percentage", "12.5\\%", ("12.5", "0.125", "\\frac{1}{8}"), ("12\\%", "1.25")),
+    # numbers with units and currency
+    Case(
+        "units",
+        "5\\text{ cm}",
+        ("5", "5 \\text{cm}", "5\\,\\text{cm}", "5\\mbox{ cm}"),
+        ("6\\text{ cm}", "5\\text{ m}", "50"),
+    ),
+    Case("units", "12\\text{ meters}", ("12", "12 \\text{ meters}"), ("12\\text{ seconds}", "13\\text{ meters}")),
+    Case("currency", "\\$18.90", ("18.90", "18.9", "\\$18.9"), ("18.09", "\\$19")),
+    # text answers
+    Case("text", "\\text{Evelyn}", ("Evelyn", "\\text{evelyn}", "\\textbf{Evelyn}"), ("Bob", "\\text{Eve}")),
+    Case("text", "\\text{Tuesday}", ("Tuesday", "\\text{tuesday}"), ("Monday", "\\text{Thursday}")),
+    Case("text", "\\text{even}", ("even", "\\text{Even}"), ("odd", "\\text{odd}", "neither")),
+    # multiple-choice letters
+    Case("choice", "B", ("(B)", "\\text{(B)}", "B", "\\textbf{(B)}", "\\text{B}"), ("C", "(A)", "\\text{(D)}")),
+    Case("choice", "\\text{(E)}", ("E", "(E)", "\\textbf{(E)}"), ("D", "(C)")),
+    # several answers separated by commas
+    Case("several", "1, 2", ("2, 1", "1,2", "2,1"), ("1, 3", "1", "1, 2, 3")),
+    Case("several", "-3, \\frac{1}{2}", ("\\frac12, -3", "-3, 0.5"), ("3, \\frac{1}{2}", "-3")),
+    Case("several", "3, 5, 7", ("7, 5, 3", "5, 3, 7"), ("3, 5", "3, 5, 8")),
+    Case("several", "2, -2", ("-2, 2", "\\pm 2"), ("2", "2, 2")),
+]
