@@ -6,6 +6,8 @@ Exit codes: 0 success, 1 the job failed, 2 the spec or the command line is wrong
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import shlex
 import sys
@@ -62,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     sql = commands.add_parser("sql", help="run a read-only DuckDB SELECT over a job's output")
     sql.add_argument("output", help="the job's output directory")
     sql.add_argument("query", help='e.g. "SELECT status, count(*) FROM docs GROUP BY status"')
-    sql.add_argument("--limit", type=int, default=100)
+    sql.add_argument("--limit", type=int, default=100, help="rows printed at most (default 100)")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                     help="table (default), csv, or json (one object per line)")  # fmt: skip
     return parser
 
 
@@ -111,16 +115,32 @@ def print_funnel(manifest: Manifest, output: str) -> None:
 
 def _sql(args: argparse.Namespace) -> int:
     from storage.catalog import SqlRefused, SqlTimeout, connect, run_sql
+    from storage.fs import exists
 
+    try:
+        found = exists(args.output)
+    except (StorageError, OSError) as error:
+        found, args.output = False, f"{args.output} ({error})"
+    if not found:
+        console.print(f"[red]error:[/red] no job output at {escape(args.output)}", highlight=False)
+        return 2
     try:
         result = run_sql(connect({"job": args.output}, prefix=False), args.query, limit=args.limit)
     except (SqlRefused, SqlTimeout) as error:
         console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         return 2
-    table = Table(*result.columns)
-    for row in result.rows:
-        table.add_row(*(str(v) for v in row))
-    Console().print(table)
+    if args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    elif args.format == "json":
+        for row in result.rows:
+            print(json.dumps(dict(zip(result.columns, row, strict=True)), default=str, ensure_ascii=False))
+    else:  # cells are data, not markup: "[section]" must print as written
+        table = Table(*(escape(c) for c in result.columns))
+        for row in result.rows:
+            table.add_row(*(escape(str(v)) for v in row))
+        Console().print(table)
     if result.truncated:
         console.print(f"(first {args.limit} rows)")
     return 0

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from schemas.document import DROP_REASON
 from schemas.stages import RlSetConfig
-from stages.answers import unit_of
+from stages.answers import names_a_unit
 from stages.sft_format import render_prompt
 from stages.tokenize import load_encoder
 
@@ -50,7 +50,7 @@ def rl_filter(table: pa.Table, config: RlSetConfig) -> pa.Table:
 def _data_source(truth: str | None, config: RlSetConfig) -> str:
     """The reward verl will compute for a row: ``units_data_source`` when the ground truth names a unit (the
     default reward would not tell 5 m from 5 cm; tests/test_answer_types.py checks every answer type)."""
-    if config.units_data_source and truth and unit_of(str(truth)) is not None:
+    if config.units_data_source and truth and names_a_unit(str(truth)):
         return config.units_data_source
     return config.data_source
 

@@ -26,17 +26,24 @@ from stages.answers import (
     DEGREES,
     PERCENT,
     UnbalancedBoxError,
+    canonical,
     closed_at_infinity,
     extract_answer,
     in_radians,
     looks_like_math,
     normalize,
+    percent_twice,
+    spaced_digits,
+    structures_differ,
     units_differ,
-    without_digit_separators,
     without_percent,
+    without_unit,
 )
 
 _helper: subprocess.Popen | None = None
+#: What math-verify lets pass that a grader would not; each makes a pair wrong before math-verify is asked.
+CHECKS = ((units_differ, "units"), (structures_differ, "set_or_tuple"),
+          (closed_at_infinity, "interval_closed_at_infinity"), (percent_twice, "percent_twice"))  # fmt: skip
 
 
 def _start_helper() -> subprocess.Popen:
@@ -68,40 +75,54 @@ def serve() -> None:
 
 def judge(answer: str, truth: str, timeout: int, degrees: str = "strict") -> tuple[str, str]:
     """``(status, detail)`` for one pair; runs in the child process's main thread. ``degrees``: "strict" (60° is
-    60, not π/3) or "radians" (60° also equals π/3)."""
+    60, not π/3) or "radians" (60° also equals π/3). Before math-verify, the checks it lacks: units that differ,
+    a set against a tuple or interval, an interval closed at infinity, digits left apart by spaces."""
     from math_verify import parse, verify
     from math_verify.errors import TimeoutException
 
     if truth.count("{") != truth.count("}"):  # brackets may be unbalanced on purpose: (0, 1] is an interval
         return "unverifiable", "bad_ground_truth"
-    answer, truth = without_digit_separators(answer), without_digit_separators(truth)
+    answer, truth = canonical(answer), canonical(truth)
+    for check, why in CHECKS:
+        if check(answer, truth):
+            return "wrong", why
+    answer, truth = without_unit(answer), without_unit(truth)  # the units agree, or one side names none
     try:
         gold = parse(f"${truth}$", parsing_timeout=timeout, raise_on_error=True) if looks_like_math(truth) else []
         if looks_like_math(truth) and not gold:
             return "unverifiable", "bad_ground_truth"
-        if gold:
-            target = parse(f"${answer}$", parsing_timeout=timeout, raise_on_error=True)
-            if not target:
-                return ("verified", "string") if normalize(answer) == normalize(truth) else ("wrong", "string")
-            if units_differ(answer, truth):
-                return "wrong", "units"
-            if closed_at_infinity(answer, truth):
-                return "wrong", "interval_closed_at_infinity"
-            if verify(gold, target, timeout_seconds=timeout, raise_on_error=True):
-                return "verified", "math"
-            rewrites = [without_percent] if PERCENT.search(answer + truth) else []
-            if degrees == "radians" and DEGREES.search(answer + truth):
-                rewrites.append(in_radians)
-            for rewrite in rewrites:  # 12.5\% is also 12.5; with degrees="radians", 60^\circ is also \pi/3
-                gold, target = (parse(f"${rewrite(x)}$", parsing_timeout=timeout) for x in (truth, answer))
-                if gold and target and verify(gold, target, timeout_seconds=timeout, raise_on_error=True):
-                    return "verified", "math"
-            return "wrong", "math"
+        if not gold:
+            return ("verified", "string") if normalize(answer) == normalize(truth) else ("wrong", "string")
+        target = parse(f"${answer}$", parsing_timeout=timeout, raise_on_error=True)
+        if not target:
+            return ("verified", "string") if normalize(answer) == normalize(truth) else ("wrong", "string")
+        if spaced_digits(answer):
+            return "wrong", "spaced_digits"
+        if verify(gold, target, timeout_seconds=timeout, raise_on_error=True):
+            return "verified", "math"
+        return _verify_rewritten(answer, truth, timeout, degrees)
     except TimeoutException:
         return "timeout", "timeout"
     except Exception as error:  # a sympy failure on one pair is that pair's verdict, not the batch's
         return "unverifiable", f"math_error:{type(error).__name__}"
-    return ("verified", "string") if normalize(answer) == normalize(truth) else ("wrong", "string")
+
+
+def _verify_rewritten(answer: str, truth: str, timeout: int, degrees: str) -> tuple[str, str]:
+    """The policies: a percentage's number stands for it (truth 12.5\\%, answer 12.5; an answer with its own
+    % is judged as written, so 0.25\\% is not 0.25), and with ``degrees="radians"`` 60^\\circ is also π/3."""
+    from math_verify import parse, verify
+
+    rewrites = []
+    if PERCENT.search(truth) and not PERCENT.search(answer):
+        rewrites.append((without_percent(truth), answer))
+    if degrees == "radians" and DEGREES.search(answer + truth):
+        rewrites.append((in_radians(truth), in_radians(answer)))
+    for new_truth, new_answer in rewrites:
+        gold = parse(f"${new_truth}$", parsing_timeout=timeout)
+        target = parse(f"${new_answer}$", parsing_timeout=timeout)
+        if gold and target and verify(gold, target, timeout_seconds=timeout, raise_on_error=True):
+            return "verified", "math"
+    return "wrong", "math"
 
 
 def verify_pairs(pairs: list[tuple[str, str]], timeout: int, degrees: str = "strict") -> list[tuple[str, str]]:
@@ -143,8 +164,11 @@ def verify_answer(table: pa.Table, config: VerifyAnswerConfig) -> pa.Table:
         except UnbalancedBoxError:
             detail[i] = "unbalanced_boxed"
             continue
-        if extracted[i] is None:
+        if extracted[i] is None or not extracted[i].strip():
             detail[i] = "no_answer"
+            continue
+        if "\\boxed" in extracted[i]:  # a box inside the final box hedges between answers
+            detail[i] = "nested_boxed"
             continue
         pending.append(i)
     for i, (verdict, why) in zip(

@@ -153,3 +153,35 @@ CASES = [
     Case("several", "3, 5, 7", ("7, 5, 3", "5, 3, 7"), ("3, 5", "3, 5, 8")),
     Case("several", "2, -2", ("-2, 2", "\\pm 2"), ("2", "2, 2")),
 ]
+
+#: Pairs an attacker wrote to get a different answer verified (or an equal one dropped): (truth, answer, same).
+ADVERSARIAL = [
+    # operators and brackets count in the string comparison
+    ("x-y", "x+y", False), ("-x", "x", False), ("x<y", "x>y", False), ("(a, b)", "[a, b]", False),
+    ("a-b", "ab", False),
+    # digits apart: thousands separators only, never a sum or a product
+    ("357", "12 345", False), ("7", "2\\,5", False), ("0", "1 000", False), ("0", "1\\,00", False),
+    ("100000", "100 000", True), ("12345", "12\\,345", True),
+    # units: powers, spacing, wrappers, trailing punctuation, compound units, case of symbols
+    ("5\\text{ m}^2", "5\\text{ cm}^2", False), ("5\\text{ cm}^{2}", "5\\text{ cm}^{3}", False),
+    ("5\\text{ m}", "5\\text{ m}^2", False), ("5 km", "5 m", False), ("5 g", "5 kg", False),
+    ("5\\text{ mm}", "5\\text{ cm},", False), ("5\\text{ mm}", "5\\text{ cm}\\text{.}", False),
+    ("5\\text{ mm}", "5~\\text{cm}", False), ("5\\text{ mm}", "5\\quad\\text{cm}", False),
+    ("5\\text{ mm}", "5\\textnormal{ cm}", False), ("5\\text{ mm}", "5{\\rm cm}", False),
+    ("5\\text{ mm}", "5\\mathrm{\\ cm}", False), ("5\\text{ km/h}", "5\\text{ m/s}", False),
+    ("5 \\text{ mph}", "5\\text{ km/h}", False), ("5\\,\\text{Mm}", "5\\,\\text{mm}", False),
+    ("\\$5", "5\\text{ cents}", False), ("25\\%", "25\\text{ cm}", False), ("60^\\circ", "60 \\text{ radians}", False),
+    ("12\\text{ hours}", "12 hrs", True), ("12\\text{ minutes}", "12 mins", True),
+    ("3\\text{ centimeters}", "3 centimetres", True), ("5\\text{ cm}", "5 cm", True), ("5\\text{ m}^2", "5 m^2", True),
+    # sets are not tuples or intervals
+    ("(1,2)", "\\{1,2\\}", False), ("(3,-4,5)", "\\{3,-4,5\\}", False), ("\\{0, 1\\}", "(0, 1)", False),
+    ("\\emptyset", "\\varnothing", True),
+    # intervals closed at infinity, however written
+    ("[2,\\infty)", "[2, {\\infty}]", False), ("[2,\\infty)", "[2, \\infty\\,]", False),
+    ("[2,\\infty)", "[2, \\infty\\rbrack", False), ("[2,\\infty)", "[2, +{\\infty}]", False),
+    ("(-\\infty,2)", "[\\,-\\infty, 2)", False), ("(-\\infty,2)", "\\lbrack -\\infty, 2)", False),
+    ("[2,\\infty)", "\\lbrack 2, \\infty)", True),
+    # a percentage is its number only when the answer leaves the % out
+    ("0.25", "0.25\\%", False), ("\\frac{1}{4}", "\\frac{1}{4}\\%", False), ("5", "5\\%\\%", False),
+    ("12.5\\%", "12.5", True),
+]  # fmt: skip

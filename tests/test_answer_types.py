@@ -14,7 +14,7 @@ from stages.cot_format import cot_format
 from stages.rl_set import rl_rows
 from stages.verify_answer import verify_answer
 
-from .answer_cases import CASES, Case
+from .answer_cases import ADVERSARIAL, CASES, Case
 
 ALL = ["verified", "wrong", "unverifiable", "timeout"]
 
@@ -74,6 +74,31 @@ def test_every_answer_type_verified_and_no_different_answer_accepted(capsys) -> 
         for kind, counts in per_kind.items():
             print(f"{kind:<14} {counts['same']:>5} {counts['different']:>5} {counts['right']:>6}")
     assert not misses, misses
+
+
+def test_pairs_written_to_fool_the_verifier() -> None:
+    """An attacker's pairs: operators dropped by the string fallback, digits read as sums, units in every
+    spelling, sets against tuples, intervals closed at infinity, percent signs (``tests/answer_cases.py``)."""
+    table = pa.table({"answer": [f"\\boxed{{{a}}}" for _, a, _ in ADVERSARIAL],
+                      "ground_truth": [t for t, _, _ in ADVERSARIAL]})  # fmt: skip
+    out = verify_answer(table, VerifyAnswerConfig(keep=ALL))
+    verdicts = out.column("verify_status").to_pylist(), out.column("verify_detail").to_pylist()
+    got = zip(ADVERSARIAL, *verdicts, strict=True)
+    misses = [(t, a, same, status, detail) for (t, a, same), status, detail in got if (status == "verified") != same]
+    assert not misses, misses
+
+
+def test_an_empty_or_nested_box_is_no_answer_to_verify() -> None:
+    table = pa.table(
+        {
+            "answer": ["\\boxed{5 \\text{ or } \\boxed{6}}", "\\boxed{}", "\\boxed{ }", "\\boxed{\\boxed{6}}"],
+            "ground_truth": ["6", "\\{\\}", "\\{ \\}", "6"],
+        }
+    )
+    out = verify_answer(table, VerifyAnswerConfig(keep=ALL))
+    assert out.column("extracted_answer").to_pylist()[0] == "5 \\text{ or } \\boxed{6}", "the outer box is the answer"
+    assert out.column("verify_status").to_pylist() == ["unverifiable"] * 4
+    assert out.column("verify_detail").to_pylist() == ["nested_boxed", "no_answer", "no_answer", "nested_boxed"]
 
 
 def test_degrees_as_radians_is_a_policy() -> None:

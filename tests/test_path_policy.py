@@ -44,6 +44,7 @@ NOT_PATHS = {
     "stages.ground_truth_field": "a column name",
     "stages.system_prompt": "prompt text",
     "stages.data_source": "a label for verl",
+    "stages.units_data_source": "a label for verl",
     "stages.ability": "a label for verl",
     "stages.split": "a label for verl",
 }

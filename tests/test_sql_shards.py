@@ -145,3 +145,27 @@ def test_group_by_status_over_ten_million_docs_rows(tmp_path: Path) -> None:
     seconds = time.perf_counter() - start
     assert sum(n for _, n in rows) == 10_000_000 and [s for s, _ in rows] == ["dropped", "duplicate", "kept"]
     assert seconds <= 2.0, f"GROUP BY status over 10M rows took {seconds:.2f} s"
+
+
+def test_sql_cli_prints_cells_as_written_and_names_a_missing_output(packed, capsys, tmp_path: Path) -> None:
+    out = packed[0]
+    assert main(["sql", str(out), "SELECT '[section] a[i] [bold]x[/bold]' AS \"[t]\""]) == 0
+    printed = capsys.readouterr().out
+    assert "[section] a[i] [bold]x[/bold]" in printed and "[t]" in printed
+    assert main(["sql", str(out), "SELECT shard, padding FROM manifest ORDER BY shard", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "shard,padding" and len(lines) == 1 + len(packed[1]["shards"])
+    assert main(["sql", str(out), "SELECT shard, padding FROM manifest ORDER BY shard", "--format", "json"]) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert set(first) == {"shard", "padding"}
+    assert main(["sql", str(tmp_path / "nothing"), "SELECT count(*) FROM docs"]) == 2
+    assert "no job output at" in capsys.readouterr().err
+
+
+def test_file_names_with_glob_characters_are_left_out_not_read_as_patterns(tmp_path: Path) -> None:
+    docs = tmp_path / "out" / "docs"
+    docs.mkdir(parents=True)
+    for name in ("a", "[ab]", "*", "x'); SELECT 1; --"):
+        pq.write_table(pa.table({"id": [name], "status": ["kept"]}), docs / f"{name}.parquet")
+    rows = run_sql(connect({"job": str(tmp_path / "out")}, prefix=False), "SELECT id FROM docs ORDER BY id").rows
+    assert rows == [["a"], ["x'); SELECT 1; --"]], "each file read once, as itself"
