@@ -22,6 +22,7 @@ from distributed import Client, KilledWorker, get_worker
 
 from pipeline.cluster import local_cluster
 from pipeline.dedup import compute_decisions, load_decisions
+from pipeline.dropped import cap_dropped, dropped_capped
 from pipeline.partition import PartitionPlan
 from pipeline.planner import number_lines, plan_partitions
 from pipeline.progress import JobProgress
@@ -164,7 +165,7 @@ def run_workflow(
     segments = segments_of(spec)
     terminal = segments[-1]
     finished = {p.index for p in plans if segment_done(spec, terminal, p)}
-    if len(finished) < len(plans):
+    if len(finished) < len(plans) or not dropped_capped(spec):
         steps = ["read", *(s.stage for s in spec.stages), "write"]
         total = sum(sum(p.sizes) for p in plans)
         with (
@@ -181,6 +182,8 @@ def run_workflow(
                         for step in segment.steps:
                             progress.advance(step, sum(plan.sizes))
                 _run_segment(client, spec, segment, pending, progress, hooks)
+            progress.set_phase("dropped text: the job-wide sample")
+            cap_dropped(client, spec, plans, hooks.cancelled)
     reports = [_report(spec, p) for p in plans]
     manifest = commit_job(spec, reports)
     return JobResult(spec.output.url, manifest, len(finished))

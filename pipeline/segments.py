@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.dropped import dropped_rows, lowest_per_reason, merge_split
 from pipeline.partition import REFUSED, PartitionPlan, doc_records
 from schemas.document import DOCUMENT_SCHEMA, DROP_REASON, N_TOKENS, QUARANTINE_SCHEMA
 from schemas.manifest import PartitionReport
@@ -194,12 +195,12 @@ def run_segment(
         step = "read" if index == 0 else ""
         if on_batch and step:
             on_batch(step, plan.index, raw.consumed)
-        documents, records = raw.documents, []
+        documents, records, dropped = raw.documents, [], ([] if spec.output.dropped_text != "none" else None)
         if verdicts is not None:
             n = documents.num_rows
             documents = apply_decisions(documents, verdicts, plan.index, segment.barrier_name, start=rows_in)
             rows_in += n
-            documents = _split_dropped(documents, segment.barrier_name, state, records)
+            documents = _split_dropped(documents, segment.barrier_name, state, records, dropped)
             for stage in segment.barrier:
                 if on_batch:
                     on_batch(stage.stage, plan.index, raw.consumed)
@@ -207,12 +208,14 @@ def run_segment(
             if isinstance(stage, PackConfig):
                 terminal.pack(documents)
             else:
-                documents = _split_dropped(stage_function(stage.stage)(documents, stage), stage.stage, state, records)
+                result = stage_function(stage.stage)(documents, stage)
+                documents = _split_dropped(result, stage.stage, state, records, dropped)
                 if isinstance(stage, RlSetConfig):
                     terminal.rl(rl_rows(documents, stage))
             if on_batch:
                 on_batch(stage.stage, plan.index, raw.consumed)
-        written = {"consumed": raw.consumed, "records": False, "quarantine": False, "docs": False, "keys": False}
+        written = {"consumed": raw.consumed, "records": False, "quarantine": False, "docs": False, "keys": False,
+                   "dropped": False}  # fmt: skip
         if terminal is not None:
             terminal.count(documents)
             records.append(doc_records(documents, "kept", None))
@@ -226,6 +229,11 @@ def run_segment(
         if records:
             write_part(part_url(work, "records", number), pa.concat_tables(records, promote_options="default"))
             written["records"] = True
+        if dropped:
+            rows = pa.concat_tables(dropped)
+            cap = spec.output.dropped_sample if spec.output.dropped_text == "sample" else None
+            write_part(part_url(work, "dropped", number), rows if cap is None else lowest_per_reason(rows, cap))
+            written["dropped"] = True
         if raw.quarantine.num_rows:
             write_part(part_url(work, "quarantine", number), raw.quarantine)
             written["quarantine"] = True
@@ -238,17 +246,21 @@ def run_segment(
     return terminal.commit(state, index)
 
 
-def _split_dropped(result: pa.Table, name: str, state: SegmentState, records: list[pa.Table]) -> pa.Table:
-    """Move the rows a stage marked with ``drop_reason`` to the doc records, counting each reason."""
+def _split_dropped(
+    result: pa.Table, name: str, state: SegmentState, records: list[pa.Table], dropped: list[pa.Table] | None
+) -> pa.Table:
+    """Move the rows a stage marked with ``drop_reason`` to the doc records (and their text to ``dropped`` when
+    the output keeps it), counting each reason."""
     if DROP_REASON not in result.column_names:
         return result
-    reasons = result.column(DROP_REASON)
-    dropped = pc.is_valid(reasons)
-    gone = result.filter(dropped)
+    marked = pc.is_valid(result.column(DROP_REASON))
+    gone = result.filter(marked)
     if gone.num_rows:
         state.dropped.update(gone.column(DROP_REASON).to_pylist())
         records.append(doc_records(gone, gone.column(DROP_REASON), name))
-    return result.filter(pc.invert(dropped)).drop_columns([DROP_REASON])
+        if dropped is not None:
+            dropped.append(dropped_rows(gone, gone.column(DROP_REASON), name))
+    return result.filter(pc.invert(marked)).drop_columns([DROP_REASON])
 
 
 def _write_keys(work: str, number: int, documents: pa.Table, segment: Segment, split: int, start: int) -> bool:
@@ -330,6 +342,11 @@ class _Terminal:
                       for n, b in enumerate(states[0].batches) if b["quarantine"]]  # fmt: skip
         merge_parts(records, join(out, "docs", f"{plan.name}.parquet"), _EMPTY_RECORDS)
         merge_parts(quarantine, join(out, "quarantine", f"{plan.name}.parquet"), QUARANTINE_SCHEMA)
+        if spec.output.dropped_text != "none":
+            texts = [part_url(work_url(spec, k, plan), "dropped", n) for k, s in enumerate(states)
+                     for n, b in enumerate(s.batches) if b.get("dropped")]  # fmt: skip
+            cap = spec.output.dropped_sample if spec.output.dropped_text == "sample" else None
+            merge_split(texts, join(out, "dropped", f"{plan.name}.parquet"), cap)
         if spec.stages and isinstance(spec.stages[-1], RlSetConfig):
             rl = [part_url(self.work, "rl", n) for n in range(self.rl_parts)]
             merge_parts(rl, join(out, "rl", f"{plan.name}.parquet"), VERL_SCHEMA)

@@ -102,6 +102,13 @@ class OutputSpec(BaseModel):
         "Default: megatron and parquet (megatron alone when pack.mode is none).",
     )
     shard_sequences: int = Field(16384, gt=0, le=2**24, description="Maximum packed sequences per shard file.")
+    dropped_text: Literal["none", "sample", "all"] = Field(
+        "sample",
+        description="The text of dropped documents in OUT/dropped/ (id, source, line, stage, reason, text, kept_id "
+        "of a duplicate's kept copy): none; sample (per reason the dropped_sample documents whose id hashes "
+        "lowest, across the job); all.",
+    )
+    dropped_sample: int = Field(1000, gt=0, le=1_000_000, description="Documents per drop reason in sample mode.")
 
     @field_validator("shard_formats")
     @classmethod

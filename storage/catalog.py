@@ -40,6 +40,7 @@ TABLES = {
     "clusters": "dedup/clusters.parquet",
     "rl": "rl/*.parquet",
     "shards": "shards/*.parquet",
+    "dropped": "dropped/*.parquet",
 }
 #: What each view selects from its files: a shard's rows carry the shard's name, as the manifest spells it.
 SELECTS = {"shards": "* EXCLUDE (filename), parse_filename(filename, true) AS shard"}
