@@ -6,8 +6,12 @@ import re
 import unicodedata
 
 ANSWER_IS = re.compile(r"(?i)(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+?)\s*(?:\.\s*$|\.\s+|\n|$)")
-CHOICE = re.compile(r"(?i)(?:answer\s*(?:is|:)?\s*|^\s*)\(?([A-E])\)?(?:[.)]|\s*$)")
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+#: A choice letter alone ("(C)", "Answer: C"): capital letters, not the "a" of a sentence.
+CHOICE = re.compile(r"(?:(?i:answer)\s*(?:is|:)?\s*)?\(?([A-E])\)?\.?")
+NUMBER = re.compile(r"(?:-\s*)?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+#: A word of three letters or more outside LaTeX commands: the text is a sentence, not an expression.
+WORDS = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
+BOX_SPACE = re.compile(r"\\boxed\s+\{")
 
 
 class UnbalancedBoxError(ValueError):
@@ -47,26 +51,36 @@ def last_boxed(text: str) -> str | None:
 
 
 def extract_answer(text: str) -> tuple[str | None, str]:
-    """``(answer, how)``: a boxed expression, "the answer is …", a choice letter, else the last number."""
+    """``(answer, how)``: a boxed expression, "the answer is …", a choice letter alone, the whole text when it is
+    a bare expression (an r1_zero ``<answer>`` often is), the right side of a last "=", else the last number."""
+    text = BOX_SPACE.sub("\\\\boxed{", text)
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed.strip(), "boxed"
     found = ANSWER_IS.findall(text)
     if found:
         return found[-1].strip().rstrip("."), "answer_is"
-    choice = CHOICE.findall(text.strip())
+    choice = CHOICE.fullmatch(text.strip())
     if choice:
-        return choice[-1].upper(), "choice"
+        return choice.group(1), "choice"
+    bare = text.strip().strip("$").strip()
+    if bare and len(bare) <= 200 and "\n" not in bare and not WORDS.search(TEXT_COMMANDS.sub("", bare)):
+        return bare, "expression"
+    last_line = text.strip().splitlines()[-1] if text.strip() else ""
+    if "=" in last_line:
+        right = last_line.rsplit("=", 1)[1].strip().rstrip(".").strip("$").strip()
+        if right and len(right) <= 100 and not WORDS.search(right):
+            return right, "equals"
     numbers = NUMBER.findall(text)
     if numbers:
-        return numbers[-1].replace(",", ""), "last_number"
+        return re.sub(r"[\s,]", "", numbers[-1]), "last_number"
     return None, "none"
 
 
 TEXT_COMMANDS = re.compile(
     r"\\(?:text|textbf|textit|textrm|textup|textnormal|mathrm|mathbf|mathit|mbox|operatorname)\s*(?=\{)"
 )
-LATEX_SPACE = re.compile(r"\\[,;:! ]|~|\\q?quad\b")
+LATEX_SPACE = re.compile(r"\\[,;:! ]|~|\\q?quad(?![A-Za-z])")
 CHOICE_ONLY = re.compile(r"[(\[]?([a-e])[)\]]?")
 
 
@@ -90,15 +104,27 @@ def looks_like_math(value: str) -> bool:
 #: the spaces as products or sums: ``12 345`` was 357).
 DIGIT_SEPARATOR = re.compile(r"(?<=\d)(?:\\[,;: !]|\{,\}|~| )(?=\d{3}(?!\d))")
 #: Digits still apart after that (``2\\,5``, ``1 00``): no reading of them is safe.
-SPACED_DIGITS = re.compile(r"\d(?:\s|\\[,;:! ]|~)+\d")
+SPACED_DIGITS = re.compile(r"\d(?:\s|\\[,;:! ]|~|\\q?quad(?![A-Za-z]))+\d")
 DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
 PERCENT = re.compile(r"\\?%")
 
 
+PERCENT_SPELLINGS = re.compile(r"(?:\s|\\[,;:! ]|~)*(?:\\text\s*\{\s*(?:%|percent)\s*\}|\\%|%|\\text\s*\{\s*\\%\s*\})")
+SCIENTIFIC = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)$")
+WRAPPED_BRACES = re.compile(r"\{\s*(\\(?:text|mathrm|mbox|textrm|textnormal|textup)\s*\{[^{}]*\})\s*\}")
+
+
 def canonical(value: str) -> str:
-    """One spelling for what math-verify reads differently: separators out of numbers, ``\\varnothing`` as
-    ``\\emptyset``, ``\\lbrack``/``\\rbrack`` as brackets."""
+    """One spelling for what math-verify reads differently: $…$ delimiters off, separators out of numbers,
+    percent as ``\\%`` (``\\text{ percent}``, ``％``), ``2.5e3`` as ``2.5\\cdot10^{3}``, ``\\varnothing`` as
+    ``\\emptyset``, ``\\lbrack``/``\\rbrack`` as brackets, ``{\\text{m}}`` as ``\\text{m}``."""
+    value = unicodedata.normalize("NFKC", value).strip()
+    if len(value) > 1 and value.startswith("$") and value.endswith("$") and not value.endswith("\\$"):
+        value = value.strip("$").strip()
     value = DIGIT_SEPARATOR.sub("", value).replace("\\varnothing", "\\emptyset")
+    value = PERCENT_SPELLINGS.sub("\\\\%", value)
+    value = WRAPPED_BRACES.sub(r"\1", value)
+    value = SCIENTIFIC.sub(r"\1\\cdot10^{\2}", value)
     return value.replace("\\lbrack", "[").replace("\\rbrack", "]")
 
 
@@ -120,7 +146,8 @@ def closed_at_infinity(answer: str, truth: str) -> bool:
 
 
 def delimiters(value: str) -> str | None:
-    bare = _bare(value)
+    bare = _bare(TRAILING.sub("", value.strip()))
+    bare = re.sub(r"^(?:\\displaystyle)?(?:[A-Za-z]\w*(?:=|\\in))", "", bare)
     if bare.startswith("\\{") and bare.endswith("\\}"):
         return "set"
     if bare[:1] in ("(", "[") and bare[-1:] in (")", "]"):
@@ -133,23 +160,38 @@ def structures_differ(answer: str, truth: str) -> bool:
     return {delimiters(answer), delimiters(truth)} == {"set", "bracket"}
 
 
-#: A unit after a number: ``5\\text{ cm}``, ``5\\,\\mathrm{m}``, ``5~{\\rm cm}^2``, ``12 meters``, ``5 m/s``.
-_SPACING = r"(?:\s|\\[,;:! ]|~|\\q?quad\b)*"
-UNIT = re.compile(
-    r"\d" + _SPACING + r"(?:\\(?:text|mbox|mathrm|textrm|textnormal|textup|operatorname|mathit|textit)\s*"
-    r"\{([^{}]*)\}|\{\\rm\s+([^{}]*)\}|([A-Za-z]+(?:/[A-Za-z]+)?))(?:\^\s*\{?\s*(\d)\s*\}?)?$"
+#: A unit at the end of a value: a wrapped word after anything (``16\pi\text{ cm}^2``, ``x\,\mathrm{m}``,
+#: ``5\text{ m}/\text{s}``, ``{\rm cm}``), or a bare word after a number (``12 meters``, ``7kg``, ``5 m/s``).
+_SPACING = r"(?:\s|\\[,;:! ]|~|\\q?quad(?![A-Za-z]))*"
+_WRAP = (
+    r"(?:\\(?:text|mbox|mathrm|textrm|textnormal|textup|operatorname|mathit|textit)\s*\{([^{}]*)\}"
+    r"|\{\\rm\s+([^{}]*)\}|\\rm\s+([A-Za-z]+))"
 )
+_POWER = r"(?:\^\s*\{?\s*(-?\d)\s*\}?)?"
+WRAPPED_UNIT = re.compile(r"(\S)" + _SPACING + _WRAP + _POWER + r"(?:\s*/\s*" + _WRAP + _POWER + r")?$")
+BARE_UNIT = re.compile(r"\d" + _SPACING + r"([A-Za-z]+(?:/[A-Za-z]+)?)" + _POWER + r"$")
 TRAILING = re.compile(r"(?:\s|[.,;:$]|\\text\s*\{\s*[.,;:]?\s*\}|\\[,;:! ]|~)+$")
 #: Unit symbols (case matters: mm is not Mm) and words (case does not), each to one name.
 UNIT_SYMBOLS = {
-    "mm": "millimeter", "cm": "centimeter", "m": "meter", "km": "kilometer", "in": "inch", "ft": "foot",
-    "g": "gram", "kg": "kilogram", "mg": "milligram", "s": "second", "sec": "second", "min": "minute",
-    "mins": "minute", "h": "hour", "hr": "hour", "hrs": "hour", "l": "liter", "L": "liter", "ml": "milliliter",
-    "mL": "milliliter", "mph": "mile/hour", "yd": "yard", "mi": "mile", "lb": "pound", "lbs": "pound",
-    "oz": "ounce", "rad": "radian",
+    "mm": "millimeter", "cm": "centimeter", "m": "meter", "km": "kilometer", "Km": "kilometer", "KM": "kilometer",
+    "in": "inch", "ft": "foot", "g": "gram", "kg": "kilogram", "mg": "milligram", "s": "second", "sec": "second",
+    "min": "minute", "mins": "minute", "h": "hour", "hr": "hour", "hrs": "hour", "yr": "year", "yrs": "year",
+    "l": "liter", "L": "liter", "ml": "milliliter", "mL": "milliliter", "mph": "mile/hour", "yd": "yard",
+    "mi": "mile", "lb": "pound", "lbs": "pound", "oz": "ounce", "rad": "radian", "gal": "gallon",
 }  # fmt: skip
 UNIT_WORDS = {"metre": "meter", "centimetre": "centimeter", "millimetre": "millimeter", "kilometre": "kilometer",
-              "feet": "foot", "inche": "inch", "litre": "liter", "minut": "minute", "cent": "cent"}  # fmt: skip
+              "feet": "foot", "litre": "liter", "people": "person", "children": "child"}  # fmt: skip
+#: Words after a number that scale it, not units: ``5\text{ million}`` is 5,000,000, never 5.
+MULTIPLIERS = {"hundred": "100", "thousand": "1000", "million": "10^{6}", "billion": "10^{9}",
+               "trillion": "10^{12}", "dozen": "12"}  # fmt: skip
+POWER_WORDS = {"squared": "2", "cubed": "3"}
+
+
+def _singular(word: str) -> str:
+    for ending in ("ches", "shes", "sses", "xes"):
+        if word.endswith(ending):
+            return word[:-2]
+    return word[:-1] if word.endswith("s") and len(word) > 3 and not word.endswith("ss") else word
 
 
 def _unit_name(raw: str) -> str:
@@ -160,30 +202,47 @@ def _unit_name(raw: str) -> str:
         return "/".join(_unit_name(part) for part in raw.split("/"))
     if len(raw) <= 3:  # a symbol the table lacks keeps its case: Mm is not mm
         return raw
-    word = raw.lower()
-    word = word[:-2] if word.endswith("es") and word[:-2] in UNIT_WORDS else word
-    word = word[:-1] if word.endswith("s") and len(word) > 3 and not word.endswith("ss") else word
+    word = _singular(raw.lower())
     return UNIT_WORDS.get(word, word)
 
 
+def _found_unit(value: str) -> tuple[int, str] | None:
+    """Where the unit starts in ``value`` and its name (with its power), or None."""
+    wrapped = WRAPPED_UNIT.search(value)
+    if wrapped is not None:
+        g = wrapped.groups()
+        first = _unit_name(g[1] or g[2] or g[3] or "")
+        name = f"{first}^{g[4]}" if g[4] else first
+        if g[5] or g[6] or g[7]:
+            second = _unit_name(g[5] or g[6] or g[7])
+            name += f"/{second}^{g[8]}" if g[8] else f"/{second}"
+        if first and wrapped.start(1) >= 0 and value[: wrapped.start(1) + 1].strip():
+            return wrapped.start(1) + 1, name
+    bare = BARE_UNIT.search(value)
+    if bare is not None:
+        word, power = bare.groups()
+        spaced = bare.start(1) > bare.start() + 1
+        if len(word) == 1 and word not in UNIT_SYMBOLS:
+            return None  # 2x is an expression, not 2 of a unit
+        if len(word) == 1 and not spaced and re.search(r"[A-Za-z]", value[: bare.start()]):
+            return None
+        name = _unit_name(word)
+        return bare.start() + 1, (f"{name}^{power}" if power else name)
+    return None
+
+
 def unit_of(value: str) -> str | None:
-    """The unit a value names (``percent``, ``degree``, ``dollar`` or the word after its number, singular, with
-    its power: ``centimeter^2``), or None. A bare letter after a number counts only when a space parts them and
-    it is a unit symbol (``5 m``, not ``2x``)."""
+    """The unit a value names (``percent``, ``degree``, ``dollar`` or the word after it, singular, with its
+    power: ``centimeter^2``), or None. A bare letter after a number counts only when it is a unit symbol
+    (``5 m``, ``5m``; not ``2x``)."""
     value = TRAILING.sub("", value.strip())
     if PERCENT.search(value[-2:]):
         return "percent"
     if DEGREES.search(value):
         return "degree"
-    found = UNIT.search(value)
-    if found is not None:
-        wrapped, roman, bare, power = found.groups()
-        spaced = found.start(3) > found.start() + 1  # something parts the number and a bare unit
-        if bare is not None and len(bare) == 1 and (not spaced or bare not in UNIT_SYMBOLS):
-            return None
-        name = _unit_name(wrapped or roman or bare or "")
-        if name:
-            return f"{name}^{power}" if power else name
+    found = _found_unit(value)
+    if found is not None and found[1]:
+        return found[1]
     if re.match(r"\s*(?:\\\$|\$(?=\s*\d))", value):  # \$5 or $5, not the $ of $\frac{1}{2}$
         return "dollar"
     return None
@@ -195,11 +254,20 @@ def names_a_unit(value: str) -> bool:
 
 
 def without_unit(value: str) -> str:
-    """The value without the unit word after its number (``12 meters`` → ``12``: math-verify reads bare words as
-    products of letters); percent, degrees and currency stay, math-verify reads them."""
+    """The value without the unit after it (``12 meters`` → ``12``: math-verify reads bare words as products of
+    letters); percent, degrees and currency stay, math-verify reads them. A multiplier word is applied instead
+    (``5\\text{ million}`` → ``5\\cdot10^{6}``, ``5 \\text{ squared}`` → ``5^{2}``)."""
     value = TRAILING.sub("", value.strip())
-    found = UNIT.search(value)
-    return value[: found.start() + 1] if found is not None and unit_of(value) is not None else value
+    found = _found_unit(value)
+    if found is None:
+        return value
+    start, name = found
+    word = name.split("^")[0]
+    if word in MULTIPLIERS:
+        return f"{value[:start]}\\cdot{MULTIPLIERS[word]}"
+    if word in POWER_WORDS:
+        return f"{{{value[:start]}}}^{{{POWER_WORDS[word]}}}"
+    return value[:start] if unit_of(value) not in (None, "percent", "degree", "dollar") else value
 
 
 def units_differ(answer: str, truth: str) -> bool:

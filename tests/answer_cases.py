@@ -184,4 +184,19 @@ ADVERSARIAL = [
     # a percentage is its number only when the answer leaves the % out
     ("0.25", "0.25\\%", False), ("\\frac{1}{4}", "\\frac{1}{4}\\%", False), ("5", "5\\%\\%", False),
     ("12.5\\%", "12.5", True),
+    # a second attacker: units after any expression, in more spellings; number words; sets behind $ or "x \\in"
+    ("16\\pi\\text{ m}^2", "16\\pi\\text{ cm}^2", False), ("\\sqrt{2}\\text{ cm}", "\\sqrt{2}\\text{ m}", False),
+    ("8\\text{ m}", "2^{3}\\text{ cm}", False), ("0.5\\text{ m}", "\\frac{1}{2}\\text{ cm}", False),
+    ("x\\text{ m}", "x\\text{ cm}", False), ("5\\text{ m}", "5\\text{ m}^{-1}", False),
+    ("5\\text{ km s}^{-1}", "5\\text{ m s}^{-1}", False), ("5\\text{ km}/\\text{s}", "5\\text{ m}/\\text{s}", False),
+    ("5\\,{\\text{cm}}", "5\\,{\\text{m}}", False), ("5 \\, \\rm cm", "5 \\, \\rm m", False),
+    ("7g", "7kg", False), ("5cm", "5m", False),
+    ("5", "5 \\text{ million}", False), ("5", "5 \\text{ hundred}", False), ("2", "2 \\text{ dozen}", False),
+    ("5", "5 \\text{ squared}", False), ("5000", "5 \\text{ thousand}", True), ("25", "5 \\text{ squared}", True),
+    ("(1,2)", "\\{1,2\\}.", False), ("(1,2)", "$\\{1,2\\}$", False), ("(1,2)", "x \\in \\{1,2\\}", False),
+    ("0.25", "0.25 \\text{ percent}", False), ("0.25", "0.25\\,\\%", False), ("0.25", "0.25\\text{%}", False),
+    ("0.25", "0.25％", False), ("357", "12\\quad345", False), ("357", "12\\quad 345", False),
+    ("5\\text{ cm}", "$5$", True), ("25\\%", "$25$", True), ("2500", "2.5e3", True), ("0.001", "1e-3", True),
+    ("12\\text{ box}", "12 boxes", True), ("3\\text{ glasses}", "3 glass", True), ("5\\text{ km}", "5 Km", True),
+    ("2\\text{ yrs}", "2 years", True),
 ]  # fmt: skip

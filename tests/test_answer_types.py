@@ -160,3 +160,23 @@ def test_a_ground_truth_with_a_unit_goes_to_a_reward_that_keeps_units(truth: str
     table = pa.table({"id": ["a"], "text": ["p"], "source": ["s"], "line": [1], "ground_truth": [truth]})
     assert rl_rows(table, RlSetConfig()).column("data_source").to_pylist() == ["math_dapo"]
     assert rl_rows(table, RlSetConfig(units_data_source=None)).column("data_source").to_pylist() == ["lighteval/MATH"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "truth", "status"),
+    [
+        ("\\frac{3}{4}", "4", "wrong"),  # an r1_zero <answer> holding a bare expression is the expression
+        ("\\frac{3}{4}", "\\frac{3}{4}", "verified"),
+        ("x^2+1", "x^2+1", "verified"),
+        ("(1,2)", "(1,2)", "verified"),
+        ("Thus x = - 3", "3", "wrong"),  # the right side of a last "=", its sign kept
+        ("x = 10^5", "5", "wrong"),
+        ("\\boxed {x+1}", "1", "wrong"),  # a space before the box's brace
+        ("We need to answer a.", "A", "unverifiable"),  # a choice is a capital letter standing alone
+        ("A. We compute 3+4 = 7", "A", "wrong"),
+        ("Answer: (C)", "C", "verified"),
+    ],
+)
+def test_extraction_without_a_box(answer: str, truth: str, status: str) -> None:
+    out = verify_answer(pa.table({"answer": [answer], "ground_truth": [truth]}), VerifyAnswerConfig(keep=ALL))
+    assert out.column("verify_status").to_pylist() == [status], out.to_pylist()
