@@ -8,7 +8,9 @@ import unicodedata
 ANSWER_IS = re.compile(r"(?i)(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+?)\s*(?:\.\s*$|\.\s+|\n|$)")
 #: A choice letter alone ("(C)", "Answer: C"): capital letters, not the "a" of a sentence.
 CHOICE = re.compile(r"(?:(?i:answer)\s*(?:is|:)?\s*)?\(?([A-E])\)?\.?")
-NUMBER = re.compile(r"(?:-\s*)?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+NUMBER = re.compile(r"(?:(?<![\w)\]}])-\s*)?\d[\d,]*(?:\.\d+)?(?:/\d+)?(?:\s+[A-Za-z]+\b(?=\s*[.,;!?]?\s*$))?")
+#: A relation other than "=" on the answer's last line: the answer is a condition, not a value to compare.
+RELATION = re.compile(r"!=|<=|>=|[<>≠≤≥]|\\n?eq\b|\\[lg]e(?:q)?\b|\\ne\b")
 #: A word of three letters or more outside LaTeX commands: the text is a sentence, not an expression.
 WORDS = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 BOX_SPACE = re.compile(r"\\boxed\s+\{")
@@ -67,13 +69,17 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     if bare and len(bare) <= 200 and "\n" not in bare and not WORDS.search(TEXT_COMMANDS.sub("", bare)):
         return bare, "expression"
     last_line = text.strip().splitlines()[-1] if text.strip() else ""
+    if RELATION.search(last_line):
+        return None, "none"
     if "=" in last_line:
         right = last_line.rsplit("=", 1)[1].strip().rstrip(".").strip("$").strip()
         if right and len(right) <= 100 and not WORDS.search(right):
             return right, "equals"
     numbers = NUMBER.findall(text)
     if numbers:
-        return re.sub(r"[\s,]", "", numbers[-1]), "last_number"
+        number, _, word = numbers[-1].strip().partition(" ")
+        number = re.sub(r"[\s,]", "", number)
+        return (f"{number} {word.strip()}" if word.strip() else number), "last_number"
     return None, "none"
 
 
@@ -111,6 +117,9 @@ PERCENT = re.compile(r"\\?%")
 
 PERCENT_SPELLINGS = re.compile(r"(?:\s|\\[,;:! ]|~)*(?:\\text\s*\{\s*(?:%|percent)\s*\}|\\%|%|\\text\s*\{\s*\\%\s*\})")
 SCIENTIFIC = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)$")
+#: ``\\mathrm{i}``, ``\\mathrm{e}``, ``\\mathit{x}``: one letter in a math font is that letter (math-verify drops
+#: them as units: 2+\\mathrm{i} became 2+).
+MATH_LETTER = re.compile(r"\\(?:mathrm|mathit|operatorname|mathbf)\s*\{\s*([A-Za-z])\s*\}")
 WRAPPED_BRACES = re.compile(r"\{\s*(\\(?:text|mathrm|mbox|textrm|textnormal|textup)\s*\{[^{}]*\})\s*\}")
 
 
@@ -124,8 +133,19 @@ def canonical(value: str) -> str:
     value = DIGIT_SEPARATOR.sub("", value).replace("\\varnothing", "\\emptyset")
     value = PERCENT_SPELLINGS.sub("\\\\%", value)
     value = WRAPPED_BRACES.sub(r"\1", value)
+    value = MATH_LETTER.sub(r"\1", value)
     value = SCIENTIFIC.sub(r"\1\\cdot10^{\2}", value)
     return value.replace("\\lbrack", "[").replace("\\rbrack", "]")
+
+
+#: Letters ending an expression (``2ab``, ``\\frac12ab``), not a LaTeX command's name.
+TRAILING_LETTERS = re.compile(r"(?<![\\A-Za-z])([A-Za-z]{1,3})\s*$")
+
+
+def parse_dropped_tail(value: str, parsed: str) -> bool:
+    """math-verify read ``value`` without the letters it ends with (its unit heuristic cuts ``2ab`` to 2)."""
+    tail = TRAILING_LETTERS.search(value)
+    return tail is not None and not parsed.rstrip().rstrip("}").rstrip().endswith(tail.group(1))
 
 
 def spaced_digits(value: str) -> bool:
@@ -146,7 +166,7 @@ def closed_at_infinity(answer: str, truth: str) -> bool:
 
 
 def delimiters(value: str) -> str | None:
-    bare = _bare(TRAILING.sub("", value.strip()))
+    bare = _bare(strip_trailing(value.strip()))
     bare = re.sub(r"^(?:\\displaystyle)?(?:[A-Za-z]\w*(?:=|\\in))", "", bare)
     if bare.startswith("\\{") and bare.endswith("\\}"):
         return "set"
@@ -160,31 +180,54 @@ def structures_differ(answer: str, truth: str) -> bool:
     return {delimiters(answer), delimiters(truth)} == {"set", "bracket"}
 
 
-#: A unit at the end of a value: a wrapped word after anything (``16\pi\text{ cm}^2``, ``x\,\mathrm{m}``,
-#: ``5\text{ m}/\text{s}``, ``{\rm cm}``), or a bare word after a number (``12 meters``, ``7kg``, ``5 m/s``).
-_SPACING = r"(?:\s|\\[,;:! ]|~|\\q?quad(?![A-Za-z]))*"
-_WRAP = (
-    r"(?:\\(?:text|mbox|mathrm|textrm|textnormal|textup|operatorname|mathit|textit)\s*\{([^{}]*)\}"
-    r"|\{\\rm\s+([^{}]*)\}|\\rm\s+([A-Za-z]+))"
+#: A unit at the end of a value: words in text mode after anything (``16\pi\text{ cm}^2``, ``x\,\text{m}``,
+#: ``5\text{ km}\cdot\text{s}^{-1}``, ``{\rm cm}``), or a bare word after a number (``12 meters``, ``7kg``, ``5 m``).
+UNIT_TOKEN = re.compile(
+    r"(?:\\(?P<cmd>text|mbox|textrm|textnormal|textup|mathrm|operatorname)\s*\{(?P<wrapped>[^{}]*)\}"
+    r"|\{\\rm\s+(?P<roman>[^{}]*)\}|\\rm\s+(?P<rm>[A-Za-z]+))(?:\^\s*\{?\s*(?P<power>-?\d+)\s*\}?)?$"
 )
-_POWER = r"(?:\^\s*\{?\s*(-?\d)\s*\}?)?"
-WRAPPED_UNIT = re.compile(r"(\S)" + _SPACING + _WRAP + _POWER + r"(?:\s*/\s*" + _WRAP + _POWER + r")?$")
-BARE_UNIT = re.compile(r"\d" + _SPACING + r"([A-Za-z]+(?:/[A-Za-z]+)?)" + _POWER + r"$")
-TRAILING = re.compile(r"(?:\s|[.,;:$]|\\text\s*\{\s*[.,;:]?\s*\}|\\[,;:! ]|~)+$")
+UNIT_JOIN = re.compile(r"(?:\s|\\[,;:! ]|~|\\cdot|/|\\q?quad(?![A-Za-z]))*$")
+BARE_UNIT = re.compile(r"\d(?P<gap>\s*)(?P<word>[A-Za-z]+(?:/[A-Za-z]+)?)(?:\^\s*\{?\s*(?P<power>-?\d+)\s*\}?)?$")
 #: Unit symbols (case matters: mm is not Mm) and words (case does not), each to one name.
 UNIT_SYMBOLS = {
     "mm": "millimeter", "cm": "centimeter", "m": "meter", "km": "kilometer", "Km": "kilometer", "KM": "kilometer",
     "in": "inch", "ft": "foot", "g": "gram", "kg": "kilogram", "mg": "milligram", "s": "second", "sec": "second",
     "min": "minute", "mins": "minute", "h": "hour", "hr": "hour", "hrs": "hour", "yr": "year", "yrs": "year",
     "l": "liter", "L": "liter", "ml": "milliliter", "mL": "milliliter", "mph": "mile/hour", "yd": "yard",
-    "mi": "mile", "lb": "pound", "lbs": "pound", "oz": "ounce", "rad": "radian", "gal": "gallon",
+    "mi": "mile", "lb": "pound", "lbs": "pound", "oz": "ounce", "rad": "radian", "gal": "gallon", "N": "newton",
+    "kN": "kilonewton", "J": "joule", "kJ": "kilojoule", "W": "watt", "kW": "kilowatt", "V": "volt", "A": "ampere",
+    "ms": "millisecond", "Hz": "hertz", "K": "kelvin", "Pa": "pascal", "secs": "second", "kgs": "kilogram",
+    "deg": "degree",
 }  # fmt: skip
 UNIT_WORDS = {"metre": "meter", "centimetre": "centimeter", "millimetre": "millimeter", "kilometre": "kilometer",
               "feet": "foot", "litre": "liter", "people": "person", "children": "child"}  # fmt: skip
+#: Unit names an answer may add or leave out (with the number unchanged); any other word an answer adds is
+#: judged as a word, not dropped.
+KNOWN_UNITS = frozenset(UNIT_SYMBOLS.values()) | {
+    "day", "week", "month", "year", "hour", "minute", "second", "cent", "dollar", "euro", "ton", "degree",
+    "radian", "unit", "square unit", "cubic unit", "percent", "point", "meter", "inch", "foot",
+}  # fmt: skip
 #: Words after a number that scale it, not units: ``5\text{ million}`` is 5,000,000, never 5.
 MULTIPLIERS = {"hundred": "100", "thousand": "1000", "million": "10^{6}", "billion": "10^{9}",
-               "trillion": "10^{12}", "dozen": "12"}  # fmt: skip
+               "trillion": "10^{12}", "dozen": "12", "tenth": "10^{-1}", "hundredth": "10^{-2}",
+               "thousandth": "10^{-3}", "millionth": "10^{-6}"}  # fmt: skip
 POWER_WORDS = {"squared": "2", "cubed": "3"}
+#: Answers longer than this are not judged: no boxed final answer is, and the checks would cost more than the
+#: verdict is worth.
+MAX_ANSWER_CHARS = 1000
+
+
+def strip_trailing(value: str) -> str:
+    """``value`` without trailing spaces, punctuation, ``$`` and spacing commands (one at a time: no regex runs
+    back over a long run of them)."""
+    while True:
+        trimmed = value.rstrip(" \t\n.,;:$~")
+        for tail in ("\\,", "\\;", "\\:", "\\!", "\\ ", "\\text{.}", "\\text{,}", "\\text{ .}"):
+            if trimmed.endswith(tail):
+                trimmed = trimmed[: -len(tail)]
+        if trimmed == value:
+            return value
+        value = trimmed
 
 
 def _singular(word: str) -> str:
@@ -202,40 +245,46 @@ def _unit_name(raw: str) -> str:
         return "/".join(_unit_name(part) for part in raw.split("/"))
     if len(raw) <= 3:  # a symbol the table lacks keeps its case: Mm is not mm
         return raw
-    word = _singular(raw.lower())
-    return UNIT_WORDS.get(word, word)
+    words = [_singular(w) for w in raw.lower().split()]
+    return " ".join(UNIT_WORDS.get(w, w) for w in words)
 
 
 def _found_unit(value: str) -> tuple[int, str] | None:
-    """Where the unit starts in ``value`` and its name (with its power), or None."""
-    wrapped = WRAPPED_UNIT.search(value)
-    if wrapped is not None:
-        g = wrapped.groups()
-        first = _unit_name(g[1] or g[2] or g[3] or "")
-        name = f"{first}^{g[4]}" if g[4] else first
-        if g[5] or g[6] or g[7]:
-            second = _unit_name(g[5] or g[6] or g[7])
-            name += f"/{second}^{g[8]}" if g[8] else f"/{second}"
-        if first and wrapped.start(1) >= 0 and value[: wrapped.start(1) + 1].strip():
-            return wrapped.start(1) + 1, name
+    """Where the unit starts in ``value`` and its name (parts joined by ``·``, each with its power), or None."""
+    pos, names = len(value), []
+    while True:
+        token = UNIT_TOKEN.search(value, 0, pos)
+        if token is None:
+            break
+        content = token.group("wrapped") or token.group("roman") or token.group("rm") or ""
+        if not content.strip() or (
+            token.group("cmd") in ("mathrm", "operatorname")
+            and content.strip() not in UNIT_SYMBOLS
+            and len(content.strip()) < 3
+        ):
+            break  # \mathrm{e}, \mathrm{i}, \mathrm{d}: constants, not units
+        name = _unit_name(content)
+        names.insert(0, f"{name}^{token.group('power')}" if token.group("power") else name)
+        pos = UNIT_JOIN.search(value, 0, token.start()).start()
+    if names and value[:pos].strip():
+        return pos, "·".join(names)
     bare = BARE_UNIT.search(value)
-    if bare is not None:
-        word, power = bare.groups()
-        spaced = bare.start(1) > bare.start() + 1
-        if len(word) == 1 and word not in UNIT_SYMBOLS:
-            return None  # 2x is an expression, not 2 of a unit
-        if len(word) == 1 and not spaced and re.search(r"[A-Za-z]", value[: bare.start()]):
-            return None
-        name = _unit_name(word)
-        return bare.start() + 1, (f"{name}^{power}" if power else name)
-    return None
+    if bare is None:
+        return None
+    word, gap, power = bare.group("word"), bare.group("gap"), bare.group("power")
+    if word in UNIT_SYMBOLS:
+        if len(word) == 1 and not gap and re.search(r"[A-Za-z\\]", value[: bare.start()]):
+            return None  # x = 5m, 2\pi r: an expression; a lone 5m or 7g is a quantity, as math-verify reads it
+    elif not gap or len(word) < 3:
+        return None  # 2xy, 4ac, 2abc: an expression
+    name = _unit_name(word)
+    return bare.start() + 1, (f"{name}^{power}" if power else name)
 
 
 def unit_of(value: str) -> str | None:
-    """The unit a value names (``percent``, ``degree``, ``dollar`` or the word after it, singular, with its
-    power: ``centimeter^2``), or None. A bare letter after a number counts only when it is a unit symbol
-    (``5 m``, ``5m``; not ``2x``)."""
-    value = TRAILING.sub("", value.strip())
+    """The unit a value names (``percent``, ``degree``, ``dollar`` or the words after it, singular, with their
+    powers: ``centimeter^2``), or None."""
+    value = strip_trailing(value.strip())
     if PERCENT.search(value[-2:]):
         return "percent"
     if DEGREES.search(value):
@@ -248,26 +297,50 @@ def unit_of(value: str) -> str | None:
     return None
 
 
+def _scale(words: list[str]) -> str | None:
+    """The factor of words that all scale a number (``hundred thousand``), or None."""
+    if words and all(w in MULTIPLIERS for w in words):
+        return "\\cdot".join(MULTIPLIERS[w] for w in words)
+    return None
+
+
+def is_known_unit(name: str) -> bool:
+    """Every part of a unit name is a unit, a scale word or a power word (``meter/second``, ``kilometer·second^-1``)."""
+    parts = re.split(r"[·/]", name)
+    words = [w for part in parts for w in part.split("^")[0].split()]
+    return bool(words) and all(w in KNOWN_UNITS or w in MULTIPLIERS or w in POWER_WORDS for w in words)
+
+
 def names_a_unit(value: str) -> bool:
     """A unit word or symbol after the number (``5\\text{ cm}``), not percent, degrees or currency."""
     return unit_of(value) not in (None, "percent", "degree", "dollar")
 
 
+def unexplained_word(answer: str, truth: str) -> bool:
+    """The answer adds words after its number that are neither a unit, a scale nor one plain noun (``5 apples``
+    may answer 5; ``5 \\text{ is wrong}``, ``5\\text{ hundred thousand}`` of an unknown kind may not)."""
+    ours = unit_of(answer)
+    if ours is None or unit_of(truth) is not None or is_known_unit(ours):
+        return False
+    return " " in ours or "·" in ours or "/" in ours
+
+
 def without_unit(value: str) -> str:
     """The value without the unit after it (``12 meters`` → ``12``: math-verify reads bare words as products of
-    letters); percent, degrees and currency stay, math-verify reads them. A multiplier word is applied instead
+    letters); percent, degrees and currency stay, math-verify reads them. Scale words are applied instead
     (``5\\text{ million}`` → ``5\\cdot10^{6}``, ``5 \\text{ squared}`` → ``5^{2}``)."""
-    value = TRAILING.sub("", value.strip())
+    value = strip_trailing(value.strip())
     found = _found_unit(value)
     if found is None:
         return value
     start, name = found
-    word = name.split("^")[0]
-    if word in MULTIPLIERS:
-        return f"{value[:start]}\\cdot{MULTIPLIERS[word]}"
-    if word in POWER_WORDS:
-        return f"{{{value[:start]}}}^{{{POWER_WORDS[word]}}}"
-    return value[:start] if unit_of(value) not in (None, "percent", "degree", "dollar") else value
+    words = name.split("^")[0].split()
+    scale = _scale(words)
+    if scale is not None and "^" not in name:
+        return f"{value[:start]}\\cdot{scale}"
+    if len(words) == 1 and words[0] in POWER_WORDS:
+        return f"{{{value[:start]}}}^{{{POWER_WORDS[words[0]]}}}"
+    return value[:start]
 
 
 def units_differ(answer: str, truth: str) -> bool:

@@ -24,6 +24,7 @@ from schemas.document import DROP_REASON
 from schemas.stages import VerifyAnswerConfig
 from stages.answers import (
     DEGREES,
+    MAX_ANSWER_CHARS,
     PERCENT,
     UnbalancedBoxError,
     canonical,
@@ -32,9 +33,11 @@ from stages.answers import (
     in_radians,
     looks_like_math,
     normalize,
+    parse_dropped_tail,
     percent_twice,
     spaced_digits,
     structures_differ,
+    unexplained_word,
     units_differ,
     without_percent,
     without_unit,
@@ -43,7 +46,8 @@ from stages.answers import (
 _helper: subprocess.Popen | None = None
 #: What math-verify lets pass that a grader would not; each makes a pair wrong before math-verify is asked.
 CHECKS = ((units_differ, "units"), (structures_differ, "set_or_tuple"),
-          (closed_at_infinity, "interval_closed_at_infinity"), (percent_twice, "percent_twice"))  # fmt: skip
+          (closed_at_infinity, "interval_closed_at_infinity"), (percent_twice, "percent_twice"),
+          (unexplained_word, "unexplained_words"))  # fmt: skip
 
 
 def _start_helper() -> subprocess.Popen:
@@ -82,6 +86,8 @@ def judge(answer: str, truth: str, timeout: int, degrees: str = "strict") -> tup
 
     if truth.count("{") != truth.count("}"):  # brackets may be unbalanced on purpose: (0, 1] is an interval
         return "unverifiable", "bad_ground_truth"
+    if len(answer) > MAX_ANSWER_CHARS:
+        return "unverifiable", "answer_too_long"
     answer, truth = canonical(answer), canonical(truth)
     for check, why in CHECKS:
         if check(answer, truth):
@@ -89,7 +95,7 @@ def judge(answer: str, truth: str, timeout: int, degrees: str = "strict") -> tup
     answer, truth = without_unit(answer), without_unit(truth)  # the units agree, or one side names none
     try:
         gold = parse(f"${truth}$", parsing_timeout=timeout, raise_on_error=True) if looks_like_math(truth) else []
-        if looks_like_math(truth) and not gold:
+        if looks_like_math(truth) and (not gold or parse_dropped_tail(truth, str(gold[-1]))):
             return "unverifiable", "bad_ground_truth"
         if not gold:
             return ("verified", "string") if normalize(answer) == normalize(truth) else ("wrong", "string")
@@ -98,6 +104,8 @@ def judge(answer: str, truth: str, timeout: int, degrees: str = "strict") -> tup
             return ("verified", "string") if normalize(answer) == normalize(truth) else ("wrong", "string")
         if spaced_digits(answer):
             return "wrong", "spaced_digits"
+        if parse_dropped_tail(answer, str(target[-1])):
+            return "wrong", "dropped_by_parser"
         if verify(gold, target, timeout_seconds=timeout, raise_on_error=True):
             return "verified", "math"
         return _verify_rewritten(answer, truth, timeout, degrees)

@@ -199,4 +199,19 @@ ADVERSARIAL = [
     ("5\\text{ cm}", "$5$", True), ("25\\%", "$25$", True), ("2500", "2.5e3", True), ("0.001", "1e-3", True),
     ("12\\text{ box}", "12 boxes", True), ("3\\text{ glasses}", "3 glass", True), ("5\\text{ km}", "5 Km", True),
     ("2\\text{ yrs}", "2 years", True),
+    # a third attacker: constants in \\mathrm are not units, letters after a number are an expression, compound
+    # units keep every factor, scale words in more forms
+    ("2-\\mathrm{i}", "2+\\mathrm{i}", False), ("1-\\mathrm{e}", "1+\\mathrm{e}", False),
+    ("1+3\\mathrm{i}", "4", False), ("2\\mathrm{i}", "2", False), ("2\\mathrm{e}^{2}", "2", False),
+    ("3", "3\\mathrm{e}", False), ("2", "2\\mathit{x}", False),
+    ("x^2+2xy", "x^2+2", False), ("b^2-4ac", "b^2-4", False), ("(a+b)^2-2ab", "(a+b)^2-2", False),
+    ("\\frac12ab", "\\frac12", False), ("2", "2xy", False),
+    ("10\\text{ N}\\cdot\\text{m}", "10\\text{ kN}\\cdot\\text{m}", False),
+    ("5\\text{ m}\\cdot\\text{s}^{-1}", "5\\text{ km}\\cdot\\text{s}^{-1}", False),
+    ("5\\text{ m}\\,\\text{s}^{-1}", "5\\text{ km}\\,\\text{s}^{-1}", False),
+    ("5\\text{ m}^{10}", "5\\text{ km}^{10}", False),
+    ("5", "5\\text{ hundredths}", False), ("5", "5\\text{ hundred thousand}", False),
+    ("500000", "5\\text{ hundred thousand}", True), ("x^2-2xy", "x^2-2yx", True), ("b^2-4ac", "b^2-4ca", True),
+    ("5\\text{ s}", "5\\text{ secs}", True), ("5\\text{ kg}", "5\\text{ kgs}", True),
+    ("60^\\circ", "60\\text{ deg}", True),
 ]  # fmt: skip

@@ -175,6 +175,14 @@ def test_a_ground_truth_with_a_unit_goes_to_a_reward_that_keeps_units(truth: str
         ("We need to answer a.", "A", "unverifiable"),  # a choice is a capital letter standing alone
         ("A. We compute 3+4 = 7", "A", "wrong"),
         ("Answer: (C)", "C", "verified"),
+        ("5 meters", "5\\text{ cm}", "wrong"),  # the last number keeps the word after it
+        ("The mass is 5 grams", "5\\text{ kg}", "wrong"),
+        ("It comes to 5 million", "5", "wrong"),
+        ("It comes to 5 million", "5000000", "verified"),
+        ("Thus x != 5", "5", "unverifiable"),  # a relation is not a value
+        ("Hence x <= 5", "5", "unverifiable"),
+        ("Values are 1-5", "-5", "wrong"),  # a dash after a number is not a sign
+        ("\\boxed{5" + " " * 4990 + "x}", "5", "unverifiable"),  # too long to judge
     ],
 )
 def test_extraction_without_a_box(answer: str, truth: str, status: str) -> None:
