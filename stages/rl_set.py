@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from schemas.document import DROP_REASON
 from schemas.stages import RlSetConfig
-from stages.answers import names_a_unit
+from stages.answer_units import names_a_unit
 from stages.sft_format import render_prompt
 from stages.tokenize import load_encoder
 

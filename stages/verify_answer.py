@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from schemas.document import DROP_REASON
 from schemas.stages import VerifyAnswerConfig
+from stages.answer_units import unexplained_word, units_differ, without_unit
 from stages.answers import (
     DEGREES,
     MAX_ANSWER_CHARS,
@@ -37,10 +38,7 @@ from stages.answers import (
     percent_twice,
     spaced_digits,
     structures_differ,
-    unexplained_word,
-    units_differ,
     without_percent,
-    without_unit,
 )
 
 _helper: subprocess.Popen | None = None
