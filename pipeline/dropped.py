@@ -24,7 +24,7 @@ from pipeline.partition import PartitionPlan
 from pipeline.waiting import gather_cancellable
 from schemas.spec import WorkflowSpec
 from storage.fs import exists, join, read_bytes, write_bytes_atomic
-from storage.parts import iter_parts, parquet_bytes
+from storage.parts import iter_parts, merge_parts, parquet_bytes
 
 DROPPED_SCHEMA = pa.schema(
     [
@@ -67,12 +67,11 @@ def lowest_per_reason(table: pa.Table, cap: int) -> pa.Table:
 def merge_split(urls: list[str], dest: str, cap: int | None) -> int:
     """One split's dropped rows from its batches' parts (``cap``: at most that many per reason), written to
     ``dest``; returns the rows written. One part and the running sample are in memory at a time."""
+    if cap is None:  # "all": the parts streamed into the file, one at a time
+        return merge_parts(urls, dest, DROPPED_SCHEMA)
     kept = DROPPED_SCHEMA.empty_table()
-    if cap is None:
-        kept = pa.concat_tables([kept, *iter_parts(urls)]) if urls else kept  # "all": the parts are the batches
-    else:
-        for part in iter_parts(urls):
-            kept = lowest_per_reason(pa.concat_tables([kept, part]), cap)
+    for part in iter_parts(urls):
+        kept = lowest_per_reason(pa.concat_tables([kept, part]), cap)
     write_bytes_atomic(dest, parquet_bytes(kept))
     return kept.num_rows
 
