@@ -160,13 +160,14 @@ def _decode_tokens(ids: pa.Array) -> pa.Array:
     total = pc.sum(pc.list_value_length(ids)).as_py() or 0
     if total > MAX_DECODE_IDS:  # the Python side has no memory limit of DuckDB's: bounded here
         raise ValueError(f"decode_tokens: {total:,} ids in one batch of rows; at most {MAX_DECODE_IDS:,}")
+    size = _tokenizer().get_vocab_size(with_added_tokens=True)
+    values = pc.list_flatten(ids)  # every id of every row, in order; checked as one array
+    outside = pc.or_kleene(pc.is_null(values), pc.or_(pc.less(values, 0), pc.greater_equal(values, size)))
+    if pc.any(pc.fill_null(outside, True)).as_py():
+        bad = values.filter(pc.fill_null(outside, True))[0].as_py()
+        raise ValueError(f"decode_tokens: {bad} is not a token id of the DeepSeek tokenizer (0 to {size - 1})")
     lists = ids.to_pylist()
     present = [row for row in lists if row is not None]
-    size = _tokenizer().get_vocab_size(with_added_tokens=True)
-    for row in present:
-        bad = [i for i in row if i is None or not 0 <= i < size]
-        if bad:
-            raise ValueError(f"decode_tokens: {bad[0]} is not a token id of the DeepSeek tokenizer (0 to {size - 1})")
     texts = iter(_tokenizer().decode_batch(present, skip_special_tokens=False) if present else [])
     return pa.array([None if row is None else next(texts) for row in lists], pa.string())
 
