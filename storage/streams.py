@@ -446,13 +446,20 @@ def iter_file(
 
 def coalesce(batches: Iterable[RawBatch], batch_bytes: int) -> Iterator[RawBatch]:
     """Consecutive small batches (small files) joined up to ``batch_bytes`` of text or ``MAX_BATCH_RECORDS``
-    records, so stages see few big batches; a big batch passes through as it is."""
+    records, so stages see few big batches; a big batch passes through as it is. A joined batch never grows past
+    either bound: the held batches go out before one that would push them over (joining a file's last 13 MiB
+    batch with the next file's first 16 MiB made batches of twice ``batch_bytes``, and a worker's memory follows
+    its batches)."""
     held: list[RawBatch] = []
     text = records = 0
     for batch in batches:
+        size, count = batch.documents.column("text").nbytes, batch.n_input
+        if held and (text + size > batch_bytes or records + count > MAX_BATCH_RECORDS):
+            yield concat_batches(held)
+            held, text, records = [], 0, 0
         held.append(batch)
-        text += batch.documents.column("text").nbytes
-        records += batch.n_input
+        text += size
+        records += count
         if text >= batch_bytes or records >= MAX_BATCH_RECORDS:
             yield concat_batches(held)
             held, text, records = [], 0, 0

@@ -359,3 +359,27 @@ def test_a_batch_of_many_short_lines_is_cut_by_record_count_with_exact_lines(tmp
     assert batch.documents.column("line").to_pylist() == [i + 1 for i in range(n) if i % 7 != 3]
     assert batch.documents.column("text").to_pylist() == [f"w{i}" for i in range(n) if i % 7 != 3]
     assert batch.quarantine.column("line").to_pylist() == [i + 1 for i in range(n) if i % 7 == 3]
+
+
+def test_joined_small_batches_never_grow_past_the_batch_size(tmp_path: Path) -> None:
+    """Files read one after another are joined into batches of at most ``batch_bytes`` of text: a file's short
+    last batch goes out alone rather than with the next file's full first one (that made batches of twice the
+    size, and a worker's memory follows its batches). Every record comes out once, in order."""
+    from storage.streams import coalesce
+
+    batch_bytes = 10_000
+    paths = []
+    for k, n_docs in enumerate([13, 4, 1, 9, 30, 2]):  # files of 1.3x, 0.4x, 0.1x ... the batch size
+        path = tmp_path / f"f{k}.jsonl"
+        path.write_text("".join(json.dumps({"id": f"{k}-{i}", "text": "x" * 1000}) + "\n" for i in range(n_docs)))
+        paths.append(path)
+    cfg = InputSpec(url="x")
+    files = (iter_file(str(p), "jsonl", p.stat().st_size, cfg, batch_bytes, ()) for p in paths)
+    joined = list(coalesce((batch for batches in files for batch in batches), batch_bytes))
+    sizes = [b.documents.column("text").nbytes for b in joined]
+    single = [b.documents.column("text").nbytes for p in paths
+              for b in iter_file(str(p), "jsonl", p.stat().st_size, cfg, batch_bytes, ())]  # fmt: skip
+    assert max(sizes) <= max(batch_bytes, max(single)), sizes
+    assert len(joined) < len(single)  # small ones were joined
+    ids = [f"{k}-{i}" for k, n in enumerate([13, 4, 1, 9, 30, 2]) for i in range(n)]
+    assert concat_batches(joined).documents.column("id").to_pylist() == ids
