@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--graph-only", action="store_true", help="only the short-document graph runs")
     args = parser.parse_args()
     if args.graph_only:
+        shutil.rmtree(HERE / "results" / "scratch-graph", ignore_errors=True)  # a killed run's outputs would resume
         report = graph_report(args.short_docs, args.workers, HERE / "results" / "scratch-graph")
         shutil.rmtree(HERE / "results" / "scratch-graph", ignore_errors=True)
         print(json.dumps(report, indent=1))

@@ -3,11 +3,15 @@ service and the benchmarks."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
+from typing import Any
 
 import dask
-from distributed import LocalCluster
+from distributed import LocalCluster, WorkerPlugin
+from tornado.ioloop import PeriodicCallback
 
 #: glibc settings for local workers. Dask's default (trim above 64 KiB) hands a batch's arrays back to the kernel
 #: when they are freed, so the next batch page-faults every page anew: measured on a tokenize job, a third of the
@@ -34,3 +38,69 @@ def local_cluster(
             memory_limit=worker_memory or "auto",
             silence_logs=logging.ERROR,
         )
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                    "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+
+def _glibc() -> Any | None:
+    """glibc's allocator functions, or None where there are none (another libc, glibc before 2.33)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+class ReleaseFreedMemory(WorkerPlugin):
+    """Hands the memory glibc holds freed back to the kernel once the worker's resident memory has grown by
+    ``keep_bytes`` since the last time, checked every ``every_ms`` from the worker's event loop (also while a task
+    runs).
+
+    glibc returns only the top of its heap (and only above ``MALLOC_TRIM_THRESHOLD_``); memory freed below a
+    live allocation stays with the process. Over a long job the holes add up: in the dedup step of 4M short
+    documents the workers' heaps held 0.6 GB free against 0.1 GB in use, and peak RSS grew with the corpus (1.2,
+    1.5, 1.8 GB for 1M, 2M, 4M documents) though every task's data is bounded. ``malloc_trim(0)`` releases the
+    free pages inside the heap too. It runs only after growth (its walk of the heap costs milliseconds), so a
+    batch still reuses the pages of the last one (see ``WORKER_MALLOC``)."""
+
+    name = "refinery-release-freed-memory"
+
+    def __init__(self, keep_bytes: int = 256 * 2**20, every_ms: int = 200) -> None:
+        self.keep_bytes, self.every_ms = keep_bytes, every_ms
+
+    def setup(self, worker: Any) -> None:
+        libc = _glibc()
+        if libc is None:
+            return
+        callback = PeriodicCallback(_Trim(libc, self.keep_bytes), self.every_ms)
+        worker.periodic_callbacks[self.name] = callback
+        callback.start()
+
+    def teardown(self, worker: Any) -> None:
+        callback = worker.periodic_callbacks.pop(self.name, None)
+        if callback is not None:
+            callback.stop()
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _Trim:
+    """``malloc_trim(0)`` each time resident memory has grown ``keep_bytes`` past where the last one left it."""
+
+    def __init__(self, libc: Any, keep_bytes: int) -> None:
+        self.libc, self.keep_bytes, self.floor = libc, keep_bytes, resident_bytes()
+
+    def __call__(self) -> None:
+        resident = resident_bytes()
+        if resident > self.floor + self.keep_bytes:
+            self.libc.malloc_trim(0)
+            self.floor = resident_bytes()
+        self.floor = min(self.floor, resident)

@@ -20,7 +20,7 @@ import dask
 from dask.utils import format_bytes
 from distributed import Client, KilledWorker, get_worker
 
-from pipeline.cluster import local_cluster
+from pipeline.cluster import ReleaseFreedMemory, local_cluster
 from pipeline.dedup import compute_decisions, load_decisions
 from pipeline.dropped import cap_dropped, dropped_capped
 from pipeline.partition import PartitionPlan
@@ -82,6 +82,7 @@ def dask_client(scheduler: str | None, workers: int | None, worker_memory: str |
     cluster: with bounded batches a death means the budget is too small, and a retry would die the same way."""
     if scheduler:
         with Client(scheduler, timeout="30s") as client:
+            client.register_plugin(ReleaseFreedMemory())
             yield client
         return
     with (
@@ -89,6 +90,7 @@ def dask_client(scheduler: str | None, workers: int | None, worker_memory: str |
         local_cluster(workers, worker_memory) as cluster,
         Client(cluster) as client,
     ):
+        client.register_plugin(ReleaseFreedMemory())
         yield client
 
 
