@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from api.downloads import PARQUET, result_csv, result_parquet
+from api.explore import add_explorer_routes
 from api.models import ErrorBody, JobCreate, JobPublic, JobsPublic, SqlRequest, SqlResult
 from api.placement import PlacementError, check_output_placement
 from api.runner import JobRunner
@@ -28,6 +30,7 @@ from pipeline.cluster import local_cluster
 from schemas.spec import SpecError, WorkflowSpec, parse_spec, set_dotted
 from stages.tokenize import tokenizer_path
 from storage.catalog import SqlRefused, SqlTimeout, connect, run_sql
+from storage.explore import Explorer, load_settings
 from storage.fs import StorageError, exists, join, read_bytes
 
 ERRORS = {
@@ -237,7 +240,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"data": data, "count": len(data)}
 
     @app.get("/shards/{shard_id}/sample", responses=ERRORS, dependencies=[scope("read")])
-    def sample(shard_id: str, n: int = 3) -> dict[str, Any]:
+    def sample(shard_id: str, n: int = 3, offset: Annotated[int, Query(ge=0, le=2**40)] = 0) -> dict[str, Any]:
         dataset_id, _, shard = shard_id.partition(":")
         url = join(dataset_or_404(dataset_id), "shards", f"{shard}.parquet")
         if not shard or "/" in shard or shard.startswith(".") or not _real_file(url):
@@ -246,24 +249,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         tok = tokenizers.Tokenizer.from_file(tokenizer_path("deepseek-v3"))
         try:
-            rows = pq.read_table(pa.BufferReader(read_bytes(url, real=True))).slice(0, max(0, min(n, 50)))
+            table = pq.read_table(pa.BufferReader(read_bytes(url, real=True)))
+            rows = table.slice(offset, max(0, min(n, 50)))
             out = [_sequence(row, tok) for row in rows.to_pylist()]
         except (pa.ArrowException, KeyError, TypeError, ValueError, StorageError) as error:
             raise HTTPException(422, f"shard {shard_id!r} is not a readable token shard: {error}") from None
-        return {"shard": shard_id, "sequences": out}
+        return {"shard": shard_id, "sequences": out, "offset": offset, "total": table.num_rows}
 
     catalog: dict[str, Any] = {}
     catalog_lock = threading.Lock()
     # SQL runs in its own small pool of threads, so slow queries never hold the threads that serve jobs and status.
     sql_slots = anyio.CapacityLimiter(settings.sql_concurrency)
 
-    def query(text: str) -> dict[str, Any]:
+    def catalog_cursor() -> Any:
         names = {f"ds_{k}": v for k, v in datasets().items()}
         key = frozenset(names.items())
         with catalog_lock:  # one sandboxed database per set of datasets; a cursor per request
             if catalog.get("key") != key:
                 catalog.update(key=key, conn=connect(names))
-            cursor = catalog["conn"].cursor()
+            return catalog["conn"].cursor()
+
+    @contextmanager
+    def explorer(dataset_id: str) -> Iterator[Explorer]:
+        """The dataset's explorer over a cursor of the sandboxed catalog. A document's input file is read again
+        (to show its text) only when the data-root policy admits it, as a job's inputs are."""
+        root = dataset_or_404(dataset_id)
+        funnel = manifest_of(dataset_id)["funnel"]
+        cursor = catalog_cursor()
+        try:
+            yield Explorer(cursor, f"ds_{dataset_id}_", funnel, load_settings(root), policy.inside, policy.roots)
+        finally:
+            cursor.close()
+
+    add_explorer_routes(app, explorer, scope("read"), ERRORS)
+
+    def query(text: str) -> Any:
+        cursor = catalog_cursor()
         try:
             result = run_sql(cursor, text, settings.sql_row_limit, settings.sql_timeout_seconds, settings.sql_max_bytes)
         except SqlRefused as error:
@@ -277,10 +298,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "truncated_by": result.truncated_by}  # fmt: skip
 
     @app.post("/sql", response_model=SqlResult, responses=ERRORS, dependencies=[scope("sql")])
-    async def sql(body: SqlRequest) -> dict[str, Any]:
+    async def sql(
+        body: SqlRequest,
+        format: Annotated[Literal["json", "csv", "parquet"], Query(description="csv or parquet: a download")] = "json",
+    ) -> Any:
         stats = sql_slots.statistics()
         if stats.borrowed_tokens >= stats.total_tokens and stats.tasks_waiting >= settings.sql_queue:
             raise HTTPException(503, "too many SQL queries are running or waiting; retry shortly")
-        return await anyio.to_thread.run_sync(query, body.query, limiter=sql_slots)
+        result = await anyio.to_thread.run_sync(query, body.query, limiter=sql_slots)
+        if format == "json":
+            return result
+        data, media = (result_csv(result), "text/csv") if format == "csv" else (result_parquet(result), PARQUET)
+        headers = {"Content-Disposition": f'attachment; filename="result.{format}"'}
+        if result["truncated"]:
+            headers["X-Refinery-Truncated-By"] = str(result["truncated_by"])
+        return Response(data, media_type=media, headers=headers)
 
     return app

@@ -1,52 +1,37 @@
 """``refinery report OUT``: one self-contained HTML page about a job, with inline SVG charts.
 
-It reads what the job wrote (``stats/funnel.json``, ``manifest.json``, ``docs/``) and draws the funnel, size
-and quality-signal histograms, and the language, domain and mix shares.
+The figures come from the explorer's queries (``storage.explore``, DuckDB over the job's Parquet files, nothing
+loaded whole) and the charts from ``pipeline.svg``: the web page's dataset view shows the same charts, drawn by
+the same code.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from html import escape
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+from pipeline.svg import bars, charts
+from storage.catalog import connect
+from storage.explore import Explorer, load_settings
+from storage.fs import exists, join, read_bytes, write_bytes_atomic
 
-from pipeline.svg import bars, histogram
-from storage.fs import exists, join, list_files, read_bytes, write_bytes_atomic
-
-SIGNALS = {
-    "n_chars": ("characters per document", True),
-    "n_tokens": ("tokens per document", True),
-    "q_avg_word_length": ("mean word length (Gopher)", False),
-    "q_alpha_words_ratio": ("share of words with a letter (Gopher)", False),
-    "q_stop_words": ("stop words present (Gopher)", False),
-    "q_dup_line_frac": ("duplicate line fraction (Gopher repetition)", False),
-    "q_top_2_gram_frac": ("top 2-gram character fraction", False),
-    "q_line_punct_ratio": ("lines ending in punctuation (FineWeb)", False),
-    "lang_score": ("language ID confidence", False),
-    "dedup_similarity": ("similarity to the kept copy (dedup clusters)", False),
-}
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
+    ".grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figcaption{font-size:12px;color:#555;max-width:360px}"
+)
 
 
-def load_docs(out: str) -> pa.Table:
-    tables = [pq.read_table(pa.BufferReader(read_bytes(f))) for f in list_files(join(out, "docs"), ".parquet")]
-    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
-
-
-def funnel_rows(funnel: dict) -> list[tuple[str, float, str]]:
-    rows = [("input", funnel["input"], "bar"), ("kept", funnel["kept"], "kept")]
-    rows += [(f"dropped: {k}", v, "dropped") for k, v in sorted(funnel["dropped"].items(), key=lambda x: -x[1])]
-    rows += [(f"quarantined: {k}", v, "quarantined") for k, v in sorted(funnel["quarantined"].items())]
-    return rows
+def explorer_of(out: str) -> Explorer:
+    """The explorer of one output, every input file readable (the CLI reads what its user can)."""
+    funnel = json.loads(read_bytes(join(out, "stats", "funnel.json")))
+    return Explorer(connect({"out": out}, prefix=False), "", funnel, load_settings(out), lambda _: True)
 
 
 def build_report(out: str) -> str:
     funnel = json.loads(read_bytes(join(out, "stats", "funnel.json")))
     manifest = json.loads(read_bytes(join(out, "manifest.json"))) if exists(join(out, "manifest.json")) else {}
-    docs = load_docs(out)
+    overview = explorer_of(out).overview()
+    drawn = charts(overview)
     layouts = [f"{n:,} tokens as {escape(fmt)}" for fmt, n in manifest.get("tokens", {}).items()]
     if funnel["sequences"]:
         layouts.append(f"{funnel['sequences']:,} packed sequences ({funnel['padding']:,} padding)")
@@ -55,31 +40,21 @@ def build_report(out: str) -> str:
         f"<p>{escape(out)} · {funnel['input']:,} input records · {funnel['kept']:,} kept · "
         f"{funnel['tokens']:,} tokens{' · ' if layouts else ''}{' · '.join(layouts)}</p>",
         "<h2>Funnel</h2>",
-        bars(funnel_rows(funnel)),
+        drawn["funnel"],
+        "<h2>Lengths and quality signals</h2>",
+        "<p>Light: every document; dark: the kept ones; dashed red: a rule's threshold.</p>",
+        f'<div class="grid">{"".join(drawn["histograms"])}</div>',
     ]
-    figures = []
-    for column, (title, log) in SIGNALS.items():
-        if column in docs.column_names:
-            values = np.asarray(docs.column(column).to_numpy(zero_copy_only=False), dtype=np.float64)
-            if np.isfinite(values).any():
-                figures.append(histogram(values, title, log=log))
-    sections += ["<h2>Lengths and quality signals</h2>", f'<div class="grid">{"".join(figures)}</div>']
-    for column, title in (("lang", "Languages"), ("domain", "Domains"), ("status", "Status of every document")):
-        if column in docs.column_names:
-            counts = Counter(docs.column(column).to_pylist()).most_common(15)
-            sections += [f"<h2>{title}</h2>", bars([(str(k), v, "bar") for k, v in counts])]
+    titles = {"lang": "Languages", "domain": "Domains", "status": "Status of every document"}
+    for name, svg in drawn["mix"].items():
+        sections += [f"<h2>{titles.get(name, escape(name))}</h2>", svg]
     if manifest.get("mix"):
-        rows = [
-            (f"{bucket} ({share['share']:.1%})", share["tokens"], "bar") for bucket, share in manifest["mix"].items()
-        ]
+        rows = [{"label": f"{bucket} ({share['share']:.1%})", "value": share["tokens"], "kind": "bar"}
+                for bucket, share in manifest["mix"].items()]  # fmt: skip
         sections += ["<h2>Mix: effective tokens per bucket</h2>", bars(rows, unit=" tok")]
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
-        ".grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figcaption{font-size:12px;color:#555}"
-    )
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Refinery report</title>"
-        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>"
+        f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
     )
 
 

@@ -342,3 +342,44 @@ def _fineweb_on_open(text: pa.Array, rules: FineWebRules, verdicts: Verdicts, si
         full = np.full(n, np.nan)
         full[survivors] = values
         signals[name] = full
+
+
+def thresholds(config: QualityConfig) -> dict[str, list[tuple[str, float]]]:
+    """Each ``q_*`` signal's limits as the rules above apply them: ``(rule name, limit)``, for drawing a rule's
+    cut on its signal's histogram. Rules switched off (a null limit, a disabled rule set) are left out."""
+    out: dict[str, list[tuple[str, float]]] = {}
+
+    def add(signal: str, rule: str, limit: float | None) -> None:
+        if limit is not None and limit is not False:
+            out.setdefault(signal, []).append((rule, float(limit)))
+
+    rep, gq, c4_rules, fw = config.gopher_repetition, config.gopher_quality, config.c4, config.fineweb
+    if rep.enabled:
+        for key in ("dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac"):
+            add(f"q_{key}", f"gopher_repetition:{key}", getattr(rep, key) or None)
+        for size, limit in rep.top_n_grams:
+            add(f"q_top_{size}_gram_frac", f"gopher_repetition:top_{size}_gram", limit)
+        for size, limit in rep.dup_n_grams:
+            add(f"q_dup_{size}_gram_frac", f"gopher_repetition:duplicated_{size}_n_grams", limit)
+    if gq.enabled:
+        for signal, rule, limit in [
+            ("q_non_symbol_words", "min_doc_words", gq.min_doc_words),
+            ("q_non_symbol_words", "max_doc_words", gq.max_doc_words),
+            ("q_avg_word_length", "min_avg_word_length", gq.min_avg_word_length),
+            ("q_avg_word_length", "max_avg_word_length", gq.max_avg_word_length),
+            ("q_hash_ratio", "max_hash_ratio", gq.max_symbol_word_ratio),
+            ("q_ellipsis_ratio", "max_ellipsis_ratio", gq.max_symbol_word_ratio),
+            ("q_bullet_lines_ratio", "max_bullet_lines_ratio", gq.max_bullet_lines_ratio),
+            ("q_ellipsis_lines_ratio", "max_ellipsis_lines_ratio", gq.max_ellipsis_lines_ratio),
+            ("q_alpha_words_ratio", "min_alpha_words_ratio", gq.max_non_alpha_words_ratio),
+            ("q_stop_words", "min_stop_words", gq.min_stop_words),
+        ]:
+            add(signal, f"gopher_quality:{rule}", limit or None)
+    if c4_rules.enabled and c4_rules.min_num_sentences != -1:
+        add("q_c4_sentences", "c4:too_few_sentences", c4_rules.min_num_sentences)
+    if fw.enabled:
+        add("q_line_punct_ratio", "fineweb:line_punct_ratio", fw.line_punct_thr)
+        add("q_short_line_ratio", "fineweb:short_line_ratio", fw.short_line_thr)
+        add("q_char_dup_ratio", "fineweb:char_dup_ratio", fw.char_duplicates_ratio)
+        add("q_list_ratio", "fineweb:list_ratio", fw.new_line_ratio)
+    return out

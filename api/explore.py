@@ -1,0 +1,107 @@
+"""The dataset explorer's endpoints: overview figures, the charts drawn from them, pages of documents behind any
+bar or bin, one document with its text, one duplicate cluster. Read scope; each is usable without the page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from pipeline.svg import charts
+from storage.explore import BINS, MAX_PAGE, DocFilter, ExploreError, Explorer, NotFound
+
+
+class Overview(BaseModel):
+    """The funnel (each row with the filter that lists its documents), a histogram of every numeric column of
+    the docs table (bins of all and of kept documents, the rules' thresholds) and the language, domain and
+    status mixes."""
+
+    funnel: list[dict[str, Any]]
+    histograms: list[dict[str, Any]]
+    mix: dict[str, list[dict[str, Any]]]
+    tables: list[str]
+
+
+class Charts(BaseModel):
+    """The overview drawn as inline SVG (``pipeline.svg``, as ``refinery report`` draws it); every bar and bin
+    carries its filter in ``data-filter``."""
+
+    funnel: str
+    histograms: list[str]
+    mix: dict[str, str]
+
+
+class DocumentsPage(BaseModel):
+    total: int = Field(description="Documents behind the filter, all pages together.")
+    offset: int
+    limit: int
+    columns: list[str]
+    rows: list[dict[str, Any]]
+
+
+class DocumentView(BaseModel):
+    document: dict[str, Any] = Field(description="The document's row of the docs table: provenance, fate, signals.")
+    text: str | None = Field(description="Its text, or null when it cannot be shown (``text_from`` says why).")
+    text_from: str | None = Field(description="'dropped' (OUT/dropped/), 'input' (read again), or why not.")
+
+
+class ClusterView(BaseModel):
+    cluster: int
+    size: int = Field(description="Members of the cluster; at most 50 are listed, the kept one first.")
+    members: list[dict[str, Any]]
+
+
+def add_explorer_routes(
+    app: FastAPI, explorer: Callable[[str], AbstractContextManager[Explorer]], read: Any, errors: dict
+) -> None:
+    """``explorer(dataset_id)``: a context giving the dataset's explorer (404 for an unknown dataset);
+    ``read``: the dependency that demands the read scope."""
+
+    def answer(dataset_id: str, work: Callable[[Explorer], Any]) -> Any:
+        with explorer(dataset_id) as ex:
+            try:
+                return work(ex)
+            except NotFound as error:
+                raise HTTPException(404, str(error)) from None
+            except ExploreError as error:
+                raise HTTPException(422, str(error)) from None
+
+    @app.get("/datasets/{dataset_id}/overview", response_model=Overview, responses=errors, dependencies=[read])
+    def overview(dataset_id: str) -> dict[str, Any]:
+        return answer(dataset_id, lambda ex: ex.overview())
+
+    @app.get("/datasets/{dataset_id}/charts", response_model=Charts, responses=errors, dependencies=[read])
+    def dataset_charts(dataset_id: str) -> dict[str, Any]:
+        return answer(dataset_id, lambda ex: charts(ex.overview()))
+
+    @app.get("/datasets/{dataset_id}/documents", response_model=DocumentsPage, responses=errors,
+             dependencies=[read])  # fmt: skip
+    def documents(
+        dataset_id: str,
+        status: Annotated[str | None, Query(description="'kept' or a drop reason (a funnel bar).")] = None,
+        quarantined: Annotated[str | None, Query(description="A quarantine reason: its quarantine rows.")] = None,
+        column: Annotated[str | None, Query(description="A histogram's column (with bin).")] = None,
+        bin: Annotated[int | None, Query(ge=0, lt=BINS, description="A histogram bin as /overview counts it.")] = None,
+        lang: str | None = None,
+        domain: str | None = None,
+        cluster: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0, le=2**40)] = 0,
+    ) -> dict[str, Any]:
+        f = DocFilter(status=status, quarantined=quarantined, column=column, bin=bin, lang=lang, domain=domain,
+                      cluster=cluster)  # fmt: skip
+        return answer(dataset_id, lambda ex: ex.documents(f, limit, offset))
+
+    @app.get("/datasets/{dataset_id}/document", response_model=DocumentView, responses=errors, dependencies=[read])
+    def document(
+        dataset_id: str, source: Annotated[str, Query(max_length=4096)], line: Annotated[int, Query(ge=0)]
+    ) -> dict[str, Any]:
+        return answer(dataset_id, lambda ex: ex.document(source, line))
+
+    @app.get("/datasets/{dataset_id}/clusters/{cluster}", response_model=ClusterView, responses=errors,
+             dependencies=[read])  # fmt: skip
+    def cluster_view(dataset_id: str, cluster: int) -> dict[str, Any]:
+        return answer(dataset_id, lambda ex: ex.cluster(cluster))
