@@ -275,9 +275,9 @@ def commit_job(spec: WorkflowSpec, reports: list[PartitionReport]) -> Manifest:
     remove_tree(join(spec.output.url, "_work"))  # the segments' per-batch parts and states
     if spec.exact_dedup or spec.minhash_dedup:
         write_cluster_table(spec.output.url, [r.partition for r in reports])
-    # The spec without its locations (two runs of one spec to two places write the same bytes): what the rules'
-    # thresholds and the input's fields were, for the explorer and the report.
-    settings = spec.model_dump(mode="json", exclude={"input": {"url"}, "output": {"url"}})
+    # The spec without its name and locations (two runs of one spec to two places write the same bytes): what the
+    # rules' thresholds and the input's fields were, for the explorer and the report.
+    settings = spec.model_dump(mode="json", exclude={"name": True, "input": {"url"}, "output": {"url"}})
     write_bytes_atomic(join(spec.output.url, "spec.json"), json.dumps(settings, indent=1, sort_keys=True).encode())
     write_megatron_args(spec, manifest)
     write_datatrove_weights(spec, manifest)

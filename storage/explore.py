@@ -148,16 +148,21 @@ class Explorer:
         return rows
 
     def _range(self, column: str) -> tuple[float, float, bool]:
-        """The column's finite range and whether its bins are logarithmic (cached: a finished dataset)."""
+        """The column's finite range and whether its bins are logarithmic: every signal column's in one scan,
+        cached (a finished dataset does not change)."""
         if column not in self._bins:
-            if column not in self.signal_columns():
+            columns = self.signal_columns()
+            if column not in columns:
                 raise ExploreError(f"no numeric column {column!r} in the docs table")
-            c = sql_identifier(column)
-            lo, hi = self.conn.execute(
-                f"SELECT min({c}), max({c}) FROM {self.view('docs')} WHERE {_finite(c)}"
-            ).fetchone()
-            log = column in LOG_COLUMNS and lo is not None and lo >= 0
-            self._bins[column] = (float(lo or 0.0), float(hi or 0.0), log)
+            parts = []
+            for c in map(sql_identifier, columns):
+                finite = f"CASE WHEN isfinite({c}::DOUBLE) THEN {c}::DOUBLE END"
+                parts += [f"min({finite})", f"max({finite})"]
+            values = self.conn.execute(f"SELECT {', '.join(parts)} FROM {self.view('docs')}").fetchone()
+            for k, name in enumerate(columns):
+                lo, hi = values[2 * k], values[2 * k + 1]
+                log = name in LOG_COLUMNS and lo is not None and lo >= 0
+                self._bins[name] = (float(lo or 0.0), float(hi or 0.0), log)
         return self._bins[column]
 
     def _bin_expression(self, column: str) -> tuple[str, list[float]]:
