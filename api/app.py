@@ -27,12 +27,20 @@ from api.security import RequestGuard, check_token
 from api.settings import Settings
 from api.store import RESUMABLE, JobStore, OutputTaken
 from pipeline.cluster import local_cluster
+from schemas.paths import PathKind, PathRefused
 from schemas.spec import SpecError, WorkflowSpec, parse_spec, set_dotted
 from stages.tokenize import tokenizer_path
 from storage.catalog import SqlRefused, SqlTimeout, connect, run_sql
 from storage.explore import Explorer, load_settings
-from storage.fs import StorageError, exists, join, read_bytes
+from storage.fs import StorageError, exists, join, open_input, read_bytes
 
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 ERRORS = {
     401: {"model": ErrorBody},
     403: {"model": ErrorBody},
@@ -50,6 +58,20 @@ def _sequence(row: dict[str, Any], tok: Any) -> dict[str, Any]:
         ids = row["input_ids"][a:b]
         docs.append({"doc_id": doc_id, "token_ids": ids, "text": tok.decode(ids, skip_special_tokens=False)})
     return {"n_pad": row["n_pad"], "cu_seqlens": bounds, "documents": docs}
+
+
+def shard_rows(handle: Any, offset: int, n: int) -> tuple[list[dict[str, Any]], int]:
+    """Rows ``offset`` to ``offset + n`` of a Parquet shard, reading only the row groups that hold them (a shard
+    is hundreds of MB), and the shard's row count."""
+    shard = pq.ParquetFile(handle)
+    rows, start = [], 0
+    for group in range(shard.num_row_groups):
+        size = shard.metadata.row_group(group).num_rows
+        if start + size > offset and len(rows) < n:
+            table = shard.read_row_group(group)
+            rows += table.slice(max(offset - start, 0), n - len(rows)).to_pylist()
+        start += size
+    return rows, shard.metadata.num_rows
 
 
 def _real_file(url: str) -> bool:
@@ -140,9 +162,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     page = (Path(__file__).parent / "static" / "index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> str:
-        """The web page: jobs with live progress, a job's funnel, a SQL console (it asks for a token)."""
-        return page
+    def index() -> HTMLResponse:
+        """The web page: jobs with live progress, the dataset explorer, a SQL console (it asks for a token). The
+        page loads nothing from elsewhere, and its policy says so: a slip in escaping could not fetch or send."""
+        return HTMLResponse(page, headers=PAGE_HEADERS)
 
     @app.post("/jobs", response_model=JobPublic, status_code=202, responses=ERRORS, dependencies=[scope("submit")])
     def submit(body: JobCreate) -> dict[str, Any]:
@@ -249,12 +272,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         tok = tokenizers.Tokenizer.from_file(tokenizer_path("deepseek-v3"))
         try:
-            table = pq.read_table(pa.BufferReader(read_bytes(url, real=True)))
-            rows = table.slice(offset, max(0, min(n, 50)))
-            out = [_sequence(row, tok) for row in rows.to_pylist()]
+            with open_input(url, real=True) as handle:
+                rows, total = shard_rows(handle, offset, max(0, min(n, 50)))
+            out = [_sequence(row, tok) for row in rows]
         except (pa.ArrowException, KeyError, TypeError, ValueError, StorageError) as error:
             raise HTTPException(422, f"shard {shard_id!r} is not a readable token shard: {error}") from None
-        return {"shard": shard_id, "sequences": out, "offset": offset, "total": table.num_rows}
+        return {"shard": shard_id, "sequences": out, "offset": offset, "total": total}
 
     catalog: dict[str, Any] = {}
     catalog_lock = threading.Lock()
@@ -269,19 +292,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 catalog.update(key=key, conn=connect(names))
             return catalog["conn"].cursor()
 
+    def readable(source: str) -> bool:
+        """An input file named by a docs row may be read again only if the policy admits it as a read path (and
+        the read itself is confined to the roots: ``Explorer.texts``)."""
+        try:
+            policy.check(source, PathKind.READ)
+        except PathRefused:
+            return False
+        return True
+
+    overviews: dict[tuple[str, str], Any] = {}  # a finished dataset's figures do not change
+
     @contextmanager
     def explorer(dataset_id: str) -> Iterator[Explorer]:
-        """The dataset's explorer over a cursor of the sandboxed catalog. A document's input file is read again
-        (to show its text) only when the data-root policy admits it, as a job's inputs are."""
+        """The dataset's explorer over a cursor of the sandboxed catalog, its queries interrupted past the SQL
+        time limit. A document's input file is read again (to show its text) only when the data-root policy
+        admits it, as a job's inputs are."""
         root = dataset_or_404(dataset_id)
         funnel = manifest_of(dataset_id)["funnel"]
         cursor = catalog_cursor()
+        timer = threading.Timer(settings.sql_timeout_seconds, cursor.interrupt)
+        timer.start()
         try:
-            yield Explorer(cursor, f"ds_{dataset_id}_", funnel, load_settings(root), policy.inside, policy.roots)
+            ex = Explorer(cursor, f"ds_{dataset_id}_", funnel, load_settings(root), readable, policy.roots)
+            ex.cache = overviews.setdefault((dataset_id, root), {}) if len(overviews) < 64 else {}
+            yield ex
         finally:
+            timer.cancel()
             cursor.close()
 
-    add_explorer_routes(app, explorer, scope("read"), ERRORS)
+    add_explorer_routes(app, explorer, scope("read"), ERRORS, anyio.CapacityLimiter(settings.sql_concurrency),
+                        settings.sql_queue)  # fmt: skip
 
     def query(text: str) -> Any:
         cursor = catalog_cursor()

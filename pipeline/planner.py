@@ -29,7 +29,7 @@ from pipeline.partition import REFUSED, PartitionPlan
 from pipeline.waiting import gather_cancellable
 from schemas.spec import WorkflowSpec
 from storage.decompress import compression_of, decompressed_size
-from storage.fs import list_inputs, open_input
+from storage.fs import confined_to, list_inputs, open_input
 from storage.readers import detect_format
 from storage.streams import count_newlines
 
@@ -163,6 +163,11 @@ def plan_partitions(spec: WorkflowSpec, roots: tuple[str, ...] = ()) -> list[Par
     return plans
 
 
+def _count_newlines(roots: tuple[str, ...], source: str, start: int, end: int) -> int:
+    with confined_to(roots):
+        return count_newlines(source, start, end)
+
+
 def number_lines(
     client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], cancelled: Callable[[], bool] | None = None
 ) -> list[PartitionPlan]:
@@ -173,7 +178,7 @@ def number_lines(
         return plans
     prefix = spec.task_prefix()
     futures = [
-        client.submit(count_newlines, p.sources[0], *p.byte_range, key=f"count-lines-{prefix}-{p.index}")
+        client.submit(_count_newlines, p.roots, p.sources[0], *p.byte_range, key=f"count-lines-{prefix}-{p.index}")
         for p in ranged
     ]
     counted = gather_cancellable(client, futures, cancelled, spec.name)

@@ -35,7 +35,7 @@ from stages.mix import MIX_BUCKET, MIX_COPIES
 from stages.pack import Packer, finish, frame_documents
 from stages.rl_set import VERL_SCHEMA, rl_rows
 from storage.documents import DocumentShards
-from storage.fs import exists, join, local_refusal, read_bytes, write_bytes_atomic
+from storage.fs import confined_to, exists, join, local_refusal, read_bytes, write_bytes_atomic
 from storage.parts import merge_parts, part_url, read_part, write_part
 from storage.readers import RawBatch, refused_files
 from storage.shards import ShardWriter
@@ -179,7 +179,18 @@ def run_segment(
 ) -> PartitionReport | SegmentState:
     """Run segment ``index`` of ``spec`` on one split. ``decisions(split)`` gives the barrier's verdicts;
     ``on_batch(step, split, stored_bytes)`` is told as each step finishes a batch (progress). Returns the split's
-    report (terminal segment) or its state."""
+    report (terminal segment) or its state. A service job's files are opened only inside its data roots."""
+    with confined_to(plan.roots):
+        return _run_segment(plan, spec, index, decisions, on_batch)
+
+
+def _run_segment(
+    plan: PartitionPlan,
+    spec: WorkflowSpec,
+    index: int,
+    decisions: Callable[[int], pa.Table] | None,
+    on_batch: Callable[[str, int, int], None] | None,
+) -> PartitionReport | SegmentState:
     segment = segments_of(spec)[index]
     work = work_url(spec, index, plan)
     state = SegmentState()

@@ -326,7 +326,10 @@ def quality(table: pa.Table, config: QualityConfig) -> pa.Table:
     if config.drop:
         table = table.append_column(DROP_REASON, pa.array(verdicts.reason.tolist(), pa.string()))
     if config.drop and config.c4.enabled and config.c4.rewrite_text:  # tag-only runs leave the text as it was
-        table = table.set_column(table.column_names.index("text"), "text", rewritten)
+        # Only the kept documents get C4's lines; a dropped one keeps the text it was dropped for (its length in
+        # docs/, its text in dropped/), as datatrove's C4 filter rewrites a document only when it passes.
+        kept = pa.array(verdicts.reason == None)  # noqa: E711 - elementwise on an object array
+        table = table.set_column(table.column_names.index("text"), "text", pc.if_else(kept, rewritten, text))
     return table
 
 

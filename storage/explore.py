@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from schemas.spec import InputSpec
 from schemas.stages import LanguageConfig, MinHashDedupConfig, QualityConfig
 from stages.quality import thresholds as quality_thresholds
 from storage.catalog import sql_identifier
-from storage.fs import StorageError, filesystem, join, read_bytes
+from storage.fs import StorageError, confined_to, filesystem, join, read_bytes
 from storage.readers import detect_format
 from storage.streams import iter_file
 
@@ -34,6 +35,11 @@ BINS = 30
 MAX_PAGE = 200
 #: Documents of one cluster shown with their text (a cluster of thousands of copies is paged, not read whole).
 MAX_CLUSTER_MEMBERS = 50
+#: Characters of one document's text in a response (the document view, each cluster member), and of any other
+#: string cell of a page: a document may be 64 MB, and a response stays a few MB.
+MAX_TEXT_CHARS = 1_000_000
+MAX_MEMBER_CHARS = 20_000
+MAX_CELL_CHARS = 1_000
 #: Sizes are spread over orders of magnitude: their bins are even in log(1 + x).
 LOG_COLUMNS = frozenset({"n_chars", "n_tokens", "n_words", "n_lines", "q_words", "q_non_symbol_words",
                          "q_c4_sentences", "q_c4_kept_lines", "q_stop_words"})  # fmt: skip
@@ -98,6 +104,8 @@ class Explorer:
         self.views = {v[len(prefix) :] for v in views if v.startswith(prefix)}
         self._columns: dict[str, dict[str, str]] = {}
         self._bins: dict[str, tuple[float, float, bool]] = {}
+        #: Figures kept across requests by the caller (the service keeps one per finished dataset).
+        self.cache: dict[str, Any] = {}
 
     # -- views and columns -------------------------------------------------------------------------------------
 
@@ -190,7 +198,9 @@ class Explorer:
             counts[b], kept_counts[b] = n, k
         a, width = params
         edges = [math.expm1(a + i * width) if log else a + i * width for i in range(BINS + 1)]
-        edges[-1] = hi if lo != hi else edges[-1]
+        edges[-1] = hi
+        if lo == hi:  # one value: every row is in the first bin, and the axis shows that value
+            edges = [lo] * (BINS + 1)
         return {"column": column, "title": TITLES.get(column, column), "log": log, "edges": edges, "counts": counts,
                 "kept": kept_counts, "thresholds": [{"rule": r, "value": v} for r, v in limits]}  # fmt: skip
 
@@ -204,6 +214,11 @@ class Explorer:
         return [{"label": str(v), "value": n, "kind": "bar", "filter": {column: v}} for v, n in rows if v is not None]
 
     def overview(self) -> dict[str, Any]:
+        if "overview" not in self.cache:
+            self.cache["overview"] = self._overview()
+        return self.cache["overview"]
+
+    def _overview(self) -> dict[str, Any]:
         limits = self.thresholds()
         histograms = []
         if "docs" in self.views:
@@ -226,7 +241,7 @@ class Explorer:
                 clauses.append(f"{name} = ?")
                 params.append(value)
         if f.cluster is not None:
-            cluster_columns = [c for c in columns if c.endswith("_cluster") and c.startswith("dedup")]
+            cluster_columns = [c for c, t in columns.items() if re.fullmatch(r"dedup\d*_cluster", c) and t == "BIGINT"]
             if not cluster_columns:
                 raise ExploreError("this dataset has no dedup clusters")
             clauses.append("(" + " OR ".join(f"{sql_identifier(c)} = ?" for c in cluster_columns) + ")")
@@ -251,7 +266,7 @@ class Explorer:
         total = self.conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
         cursor = self.conn.execute(f"SELECT * FROM {table}{where} LIMIT ? OFFSET ?", [*params, limit, max(offset, 0)])
         columns = [d[0] for d in cursor.description]
-        rows = [dict(zip(columns, _plain(r), strict=True)) for r in cursor.fetchall()]
+        rows = [dict(zip(columns, _plain(r, MAX_CELL_CHARS), strict=True)) for r in cursor.fetchall()]
         return {"total": total, "offset": offset, "limit": limit, "columns": columns, "rows": rows}
 
     # -- one document, one cluster -----------------------------------------------------------------------------
@@ -262,9 +277,11 @@ class Explorer:
         found = cursor.fetchone()
         if found is None:
             raise NotFound(f"no document {source}:{line} in this dataset")
-        row = dict(zip([d[0] for d in cursor.description], _plain(found), strict=True))
+        row = dict(zip([d[0] for d in cursor.description], _plain(found, MAX_CELL_CHARS), strict=True))
         text, origin = self.texts([(source, line, row.get("id"))]).get((source, line), (None, None))
-        return {"document": row, "text": text, "text_from": origin}
+        cut = text is not None and len(text) > MAX_TEXT_CHARS
+        return {"document": row, "text": text[:MAX_TEXT_CHARS] if cut else text, "text_from": origin,
+                "text_truncated": cut}  # fmt: skip
 
     def cluster(self, cluster: int) -> dict[str, Any]:
         cursor = self.conn.execute(
@@ -272,14 +289,16 @@ class Explorer:
             "ORDER BY kept DESC, similarity DESC, source, line LIMIT ?", [cluster, MAX_CLUSTER_MEMBERS],
         )  # fmt: skip
         columns = [d[0] for d in cursor.description]
-        members = [dict(zip(columns, _plain(r), strict=True)) for r in cursor.fetchall()]
+        members = [dict(zip(columns, _plain(r, MAX_CELL_CHARS), strict=True)) for r in cursor.fetchall()]
         if not members:
             raise NotFound(f"no duplicate cluster {cluster}")
         query = f"SELECT count(*) FROM {self.view('clusters')} WHERE cluster = ?"
         size = self.conn.execute(query, [cluster]).fetchone()[0]
         texts = self.texts([(m["source"], m["line"], m["id"]) for m in members])
         for m in members:
-            m["text"], m["text_from"] = texts.get((m["source"], m["line"]), (None, None))
+            text, m["text_from"] = texts.get((m["source"], m["line"]), (None, None))
+            m["text_truncated"] = text is not None and len(text) > MAX_MEMBER_CHARS
+            m["text"] = text[:MAX_MEMBER_CHARS] if m["text_truncated"] else text
         return {"cluster": cluster, "size": size, "members": members}
 
     def texts(self, wanted: list[tuple[str, int, str | None]]) -> dict[tuple[str, int], tuple[str | None, str]]:
@@ -302,7 +321,8 @@ class Explorer:
                 out.update({(source, n): (None, "the input file is outside the data roots") for n in lines})
                 continue
             try:
-                found = read_records(source, lines, self.input_settings(source), self.roots)
+                with confined_to(self.roots):  # the check is made on the opened file (a link may be swapped in)
+                    found = read_records(source, lines, self.input_settings(source), self.roots)
             except (StorageError, OSError, ValueError) as error:
                 out.update({(source, n): (None, f"the input cannot be read: {error}") for n in lines})
                 continue
@@ -328,6 +348,9 @@ def read_records(source: str, lines: Iterable[int], cfg: InputSpec, roots: tuple
     fmt = detect_format(source, cfg.format)
     found: dict[int, tuple] = {}
     for batch in iter_file(source, fmt, size, cfg, cfg.batch_bytes, roots):
+        unreadable = [r for r in batch.quarantine.to_pylist() if r["reason"] == "unreadable_file"]
+        if unreadable:  # refused by the data roots, or gone: say why rather than "no such line"
+            raise StorageError(unreadable[0]["detail"])
         docs = batch.documents
         numbers = docs.column("line").to_pylist()
         for k, n in enumerate(numbers):
@@ -342,15 +365,17 @@ def _local_size(path: str) -> int:
     return os.stat(path).st_size
 
 
-def _cell(value: Any) -> Any:
+def _cell(value: Any, max_chars: int) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None  # JSON has no NaN; an unmeasured signal is NaN
-    return value if isinstance(value, int | str | bool | type(None)) else str(value)
+    if not isinstance(value, int | str | bool | type(None)):
+        value = str(value)
+    return value[:max_chars] + "…" if isinstance(value, str) and len(value) > max_chars else value
 
 
-def _plain(row: tuple) -> list[Any]:
-    """Cells as JSON can carry them (lists of ids, dates and the like as text)."""
-    return [_cell(v) for v in row]
+def _plain(row: tuple, max_chars: int) -> list[Any]:
+    """Cells as JSON can carry them (lists of ids, dates and the like as text), long text cut."""
+    return [_cell(v, max_chars) for v in row]
 
 
 def load_settings(out: str) -> dict[str, Any] | None:

@@ -7,6 +7,9 @@ import os
 import posixpath
 import stat
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -149,6 +152,29 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     fs.mv(tmp, path)
 
 
+#: The local data roots the reads of this thread are confined to (a service job's tasks, the explorer): set with
+#: :func:`confined_to`, checked by :func:`open_input` on the descriptor it opened.
+CONFINED_TO: ContextVar[tuple[str, ...]] = ContextVar("refinery_confined_to", default=())
+
+
+@contextmanager
+def confined_to(roots: tuple[str, ...]) -> Iterator[None]:
+    """Local files opened inside the block must really lie in ``roots`` (no effect when there are none)."""
+    token = CONFINED_TO.set(tuple(roots))
+    try:
+        yield
+    finally:
+        CONFINED_TO.reset(token)
+
+
+def _opened_path(fd: int, path: str) -> str:
+    """The real location of the file behind an open descriptor (Linux: its ``/proc/self/fd`` link)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
+
+
 def open_input(url: str, real: bool = False) -> BinaryIO:
     """A file opened for reading. A local file must be a regular file: it is opened without blocking and checked
     on the open descriptor (a FIFO swapped in after a check would block forever, a device never end). ``real``:
@@ -166,6 +192,12 @@ def open_input(url: str, real: bool = False) -> BinaryIO:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise StorageError(f"cannot read {url!r}: not a regular file")
+    roots = () if real else CONFINED_TO.get()  # a job's own records are opened without following any link
+    # The check is made on what was opened, not on the name: a link swapped in between a check of the name and
+    # the open (to /proc/self/environ, say) would otherwise be followed.
+    if roots and not any(is_within(_opened_path(fd, path), root) for root in roots):
+        os.close(fd)
+        raise StorageError(f"cannot read {url!r}: it is outside the data roots")
     return os.fdopen(fd, "rb")
 
 

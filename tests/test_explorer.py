@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.catalog import connect
-from storage.explore import BINS, DocFilter, Explorer, NotFound
+from storage.explore import BINS, DocFilter, ExploreError, Explorer, NotFound
 
 from .conftest import READER, Server, wait_for_job
 from .test_dropped_text import STAGES, _corpus
@@ -154,7 +154,7 @@ def test_texts_outside_the_data_roots_are_not_read(tmp_path: Path) -> None:
     assert refusing.document(str(source), 1)["text"] is None
     admitting = Explorer(connect({"o": str(out)}, prefix=False), "", funnel, None, lambda _: True)
     assert admitting.document(str(source), 1) == {"document": docs.to_pylist()[0], "text": "secret words",
-                                                  "text_from": "input"}  # fmt: skip
+                                                  "text_from": "input", "text_truncated": False}  # fmt: skip
     source.write_text('{"id": "b", "text": "another"}\n')  # the input changed since the job
     assert admitting.document(str(source), 1)["text"] is None
     with pytest.raises(NotFound):
@@ -197,3 +197,54 @@ def test_a_million_row_docs_table_pages_without_loading_it(tmp_path: Path) -> No
     assert [r["id"] for r in page["rows"]] == [f"d{i}" for i in range(n // 2, n // 2 + 50)]
     print("ms per page:", timings)
     assert max(timings.values()) <= 200, timings
+
+
+def test_a_link_swapped_in_after_the_policy_check_is_not_followed(tmp_path: Path) -> None:
+    """The explorer's policy check passes on a name; the read is confined to the roots on the descriptor it opened.
+    Here the check says yes (as it would have just before a swap) and the name is a link to a file outside the
+    roots (as it is just after): nothing outside is read, here nor through ``open_input`` in a job's task."""
+    from storage.fs import StorageError, confined_to, open_input
+
+    root, outside = tmp_path / "root", tmp_path / "secret.jsonl"
+    root.mkdir()
+    outside.write_text('{"text": "TOP SECRET"}\n')
+    link = root / "in.jsonl"
+    link.symlink_to(outside)
+    with confined_to((str(root),)), pytest.raises(StorageError, match="outside the data roots"):
+        open_input(str(link))
+    with open_input(str(link)) as handle:  # unconfined (the CLI): the user's own files
+        assert b"TOP SECRET" in handle.read()
+    out = tmp_path / "out"
+    (out / "docs").mkdir(parents=True)
+    source = str(link)
+    pq.write_table(pa.table({"id": [None], "source": [source], "line": [1], "status": ["kept"]}, schema=pa.schema(
+        [("id", pa.string()), ("source", pa.string()), ("line", pa.int64()), ("status", pa.string())])),
+        out / "docs" / "part-00000.parquet")  # fmt: skip
+    funnel = {"input": 1, "kept": 1, "dropped": {}, "quarantined": {}}
+    explorer = Explorer(connect({"o": str(out)}, prefix=False), "", funnel, None, lambda _: True, (str(root),))
+    view = explorer.document(source, 1)
+    assert view["text"] is None and "outside the data roots" in view["text_from"]
+
+
+def test_downloads_keep_formulas_inert_and_every_column(tmp_path: Path) -> None:
+    from api.downloads import result_csv, result_parquet
+
+    result = {"columns": ["a", "a", "a_1", "big"],
+              "rows": [["=HYPERLINK(\"http://x\")", "+1", "@SUM(1)", 2**70], ["plain", "-2", "ok", 1]]}  # fmt: skip
+    rows = list(csv.reader(io.StringIO(result_csv(result).decode())))
+    assert rows[1][:3] == ['\'=HYPERLINK("http://x")', "'+1", "'@SUM(1)"] and rows[2][:3] == ["plain", "'-2", "ok"]
+    table = pq.read_table(pa.BufferReader(result_parquet(result)))
+    assert table.column_names == ["a", "a_1", "a_1_1", "big"]
+    assert table.column("big").to_pylist() == [str(2**70), "1"]
+
+
+def test_a_cluster_filter_uses_only_the_dedup_steps_own_columns(tmp_path: Path) -> None:
+    """A kept field that merely looks like a cluster column (``dedupx_cluster``, text) is not one."""
+    out = tmp_path / "out"
+    (out / "docs").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"], "source": ["s"], "line": [1], "status": ["kept"],
+                             "dedupx_cluster": ["not a number"]}), out / "docs" / "part-00000.parquet")  # fmt: skip
+    funnel = {"input": 1, "kept": 1, "dropped": {}, "quarantined": {}}
+    explorer = Explorer(connect({"o": str(out)}, prefix=False), "", funnel, None, lambda _: True)
+    with pytest.raises(ExploreError, match="no dedup clusters"):
+        explorer.documents(DocFilter(cluster=1))

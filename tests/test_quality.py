@@ -301,3 +301,21 @@ def test_odd_text_is_handled_by_rule() -> None:
     reasons = out.column("q_reason").to_pylist()
     assert all(reasons), "none of these is a usable document, and each gets a named reason"
     assert reasons[3] == "gopher_quality:min_doc_words"
+
+
+def test_c4_rewrites_only_the_documents_it_keeps() -> None:
+    """A dropped document keeps the text it was dropped for (its length in docs/, its text in dropped/), as
+    datatrove's C4 filter rewrites a document only when it passes; a kept one gets C4's lines."""
+    import pyarrow as pa
+
+    from schemas.stages import QualityConfig
+    from stages.quality import quality
+
+    sentences = " ".join(f"The committee met on day {k} and agreed on the budget for the year." for k in range(6))
+    kept = f"{sentences}\nshare this page\n{sentences}"
+    dropped = "A short note without enough sentences.\nmenu item"
+    off = {"enabled": False}
+    config = QualityConfig.model_validate({"gopher_quality": off, "gopher_repetition": off, "fineweb": off})
+    out = quality(pa.table({"text": [kept, dropped]}), config)
+    assert out.column("drop_reason").to_pylist() == [None, "c4:too_few_sentences"]
+    assert out.column("text").to_pylist() == [f"{sentences}\n{sentences}", dropped]
