@@ -147,6 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spec = parse_spec(data, policy=policy)
         except SpecError as error:
             raise HTTPException(403 if error.refused else 422, "; ".join(error.problems)) from None
+        for url in [spec.input.url] if isinstance(spec.input.url, str) else spec.input.url:
+            if "://" not in url and not set("*?[") & set(url) and not os.path.exists(url):  # before it claims an output
+                raise HTTPException(422, f"input.url: {url!r} does not exist")
         floors = {"partition_bytes": settings.min_partition_bytes, "batch_bytes": settings.min_batch_bytes}
         for name, floor in floors.items():  # tiny splits or batches multiply tasks, files and per-record costs
             if getattr(spec.input, name) < floor:

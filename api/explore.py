@@ -49,6 +49,11 @@ class DocumentView(BaseModel):
     text: str | None = Field(description="Its text, or null when it cannot be shown (``text_from`` says why).")
     text_from: str | None = Field(description="'dropped' (OUT/dropped/), 'input' (read again), or why not.")
     text_truncated: bool = Field(False, description="The text is longer than the 1,000,000 characters shown.")
+    text_note: str | None = Field(
+        None,
+        description="For a kept document read again from its input: how the job "
+        "changed its text (C4's lines, PII redaction), if it did.",
+    )
 
 
 class ClusterView(BaseModel):

@@ -99,6 +99,11 @@ def _log(x: float) -> float:
 
 def charts(overview: dict[str, Any]) -> dict[str, Any]:
     """Every chart of an explorer overview, as SVG text: what the page inserts and the report embeds."""
-    mix = {name: bars(rows, f"mix-{name}") for name, rows in overview["mix"].items() if rows}
-    return {"funnel": bars(overview["funnel"], "funnel-chart"),
-            "histograms": [histogram(h) for h in overview["histograms"]], "mix": mix}  # fmt: skip
+    mix = {}
+    for name, rows in overview["mix"].items():
+        if rows and name == "status":  # kept green, dropped orange, as in the funnel
+            rows = [{**r, "kind": "kept" if r["label"] == "kept" else "dropped"} for r in rows]
+        if rows:
+            mix[name] = bars(rows, f"mix-{name}")
+    drawn = [histogram(h) for h in overview["histograms"] if sum(h["counts"])]  # an empty one would break the grid
+    return {"funnel": bars(overview["funnel"], "funnel-chart"), "histograms": drawn, "mix": mix}

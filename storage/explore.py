@@ -280,8 +280,24 @@ class Explorer:
         row = dict(zip([d[0] for d in cursor.description], _plain(found, MAX_CELL_CHARS), strict=True))
         text, origin = self.texts([(source, line, row.get("id"))]).get((source, line), (None, None))
         cut = text is not None and len(text) > MAX_TEXT_CHARS
+        note = self.rewrites() if origin == "input" and row.get("status") == "kept" else None
         return {"document": row, "text": text[:MAX_TEXT_CHARS] if cut else text, "text_from": origin,
-                "text_truncated": cut}  # fmt: skip
+                "text_truncated": cut, "text_note": note}  # fmt: skip
+
+    def rewrites(self) -> str | None:
+        """How the job changed a kept document's text, if its stages did: the text read again from the input is
+        then not the text measured (``n_chars``) and tokenised."""
+        changes = []
+        for stage in self.settings.get("stages", []):
+            if stage.get("stage") == "quality":
+                config = QualityConfig.model_validate(stage)
+                if config.drop and config.c4.enabled and config.c4.rewrite_text:
+                    changes.append("C4 kept only the lines it accepts")
+            elif stage.get("stage") == "tags" and stage.get("redact_pii"):
+                changes.append("PII was redacted")
+        if not changes:
+            return None
+        return f"the input as read; the job changed this text ({', '.join(changes)}), so the shards hold another"
 
     def cluster(self, cluster: int) -> dict[str, Any]:
         cursor = self.conn.execute(

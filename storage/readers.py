@@ -123,8 +123,9 @@ def _check_text(col: _Collector, text: object, line: int, cfg: InputSpec, raw: b
     if text is None:
         col.quarantine(line, "missing_field", f"field {cfg.text_field!r} is missing", cfg.text_field, raw)
     elif not isinstance(text, str):
-        kind = type(text).__name__
-        col.quarantine(line, "non_string_field", f"field {cfg.text_field!r} is a {kind}", cfg.text_field, raw)
+        kind = {"int": "an integer", "float": "a number", "bool": "a boolean", "list": "a list", "dict": "an object"}
+        what = kind.get(type(text).__name__, type(text).__name__)
+        col.quarantine(line, "non_string_field", f"field {cfg.text_field!r} is {what}", cfg.text_field, raw)
     elif not text or text.isspace():  # isspace copies nothing; strip() copied every text
         col.quarantine(line, "empty_text", f"field {cfg.text_field!r} is empty", cfg.text_field, raw)
     else:

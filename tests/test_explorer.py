@@ -136,6 +136,10 @@ def test_explorer_figures_pages_texts_and_clusters_agree_with_the_funnel_and_sql
         shard = client.get(f"{base}/shards").json()["data"][0]["id"]
         second = client.get(f"/shards/{shard}/sample", params={"n": 1, "offset": 1}).json()
         assert second["offset"] == 1 and second["total"] >= 2 and len(second["sequences"]) == 1
+        # a job whose input does not exist is refused before it claims an output
+        missing = client.post("/jobs", json={"workflow": "tokenize", "input": "nowhere", "output": "out/never"})
+        assert missing.status_code == 422 and "does not exist" in missing.json()["detail"]
+        assert not (server.root / "out" / "never").exists()
     openapi = json.loads(server.client().get("/openapi.json").text)
     for path in ("overview", "charts", "documents", "document", "clusters/{cluster}"):
         assert f"/datasets/{{dataset_id}}/{path}" in openapi["paths"], path
@@ -154,7 +158,12 @@ def test_texts_outside_the_data_roots_are_not_read(tmp_path: Path) -> None:
     assert refusing.document(str(source), 1)["text"] is None
     admitting = Explorer(connect({"o": str(out)}, prefix=False), "", funnel, None, lambda _: True)
     assert admitting.document(str(source), 1) == {"document": docs.to_pylist()[0], "text": "secret words",
-                                                  "text_from": "input", "text_truncated": False}  # fmt: skip
+                                                  "text_from": "input", "text_truncated": False,
+                                                  "text_note": None}  # fmt: skip
+    # a job whose C4 rewrote the kept texts: the text read again is the input's, and the view says so
+    rewriting = Explorer(connect({"o": str(out)}, prefix=False), "", funnel, {"stages": [{"stage": "quality"}]},
+                         lambda _: True)  # fmt: skip
+    assert "C4 kept only the lines it accepts" in rewriting.document(str(source), 1)["text_note"]
     source.write_text('{"id": "b", "text": "another"}\n')  # the input changed since the job
     assert admitting.document(str(source), 1)["text"] is None
     with pytest.raises(NotFound):

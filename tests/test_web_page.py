@@ -39,6 +39,8 @@ def test_page_submits_a_job_shows_progress_funnel_and_sql(server: Server, tmp_pa
         page.fill("#query", "COPY (SELECT 1) TO '/tmp/web-escape.csv'")
         page.click("#run-sql")
         expect(page.locator("#error")).to_contain_text("only one read-only SELECT")
+        page.wait_for_timeout(1500)  # the jobs table refreshes every second; it clears only its own errors
+        expect(page.locator("#error")).to_contain_text("only one read-only SELECT")
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         browser.close()
     assert (tmp_path / "page.png").stat().st_size > 10_000
@@ -117,6 +119,10 @@ def test_explorer_views_in_the_page(server: Server, tmp_path: Path) -> None:
         assert first.endswith(" tokens") and int(first.rsplit(": ", 1)[1].split()[0]) > 0
         page.click("#next-seq")
         expect(page.locator("#seq-info")).to_contain_text("sequence 2 of")
+        count = int(page.locator("#seq-info").inner_text().rsplit(" ", 1)[1])
+        for _ in range(count + 2):  # past the end it stays on the last sequence
+            page.click("#next-seq")
+        expect(page.locator("#seq-info")).to_have_text(f"sequence {count} of {count}")
         page.screenshot(path=str(shots / "shard.png"), full_page=True)
 
         # the SQL console keeps its table and downloads the result as CSV
