@@ -102,7 +102,7 @@ def test_scale_out_with_every_file_on_s3_is_byte_identical_whatever_the_workers(
     s3.pipe("scale-out/raw/all.jsonl", gzip.decompress(big))  # one plain file: cut into byte ranges
     stages = [{"stage": "exact_dedup"}, {"stage": "quality", "drop": False}, {"stage": "minhash_dedup"},
               {"stage": "tokenize"}, {"stage": "pack", "seq_len": 512}]  # fmt: skip
-    inputs = {"url": "s3://scale-out/raw/", "partition_bytes": 16384, "batch_bytes": 4096}
+    inputs = {"url": "s3://scale-out/raw/", "partition_bytes": 16384, "batch_bytes": 8192}
 
     def spec(out: str):
         return make_spec("s3://scale-out/raw/", out, stages=stages, input=inputs)
