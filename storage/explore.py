@@ -60,7 +60,7 @@ TITLES = {
     "dedup_similarity": "similarity to the kept copy (dedup)",
 }
 #: Columns never drawn: ids, positions, verdicts.
-NOT_SIGNALS = frozenset({"line", "q_value", "dedup_cluster", "partition"})
+NOT_SIGNALS = frozenset({"line", "q_value", "partition"})
 
 
 class ExploreError(ValueError):
@@ -123,7 +123,8 @@ class Explorer:
     def signal_columns(self) -> list[str]:
         """The numeric columns of the docs table worth a histogram, the known ones first."""
         numeric = ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER")
-        found = [c for c, t in self.columns("docs").items() if t in numeric and c not in NOT_SIGNALS]
+        found = [c for c, t in self.columns("docs").items()
+                 if t in numeric and c not in NOT_SIGNALS and not re.fullmatch(r"dedup\d*_cluster", c)]  # fmt: skip
         return sorted(found, key=lambda c: (c not in TITLES, list(TITLES).index(c) if c in TITLES else 0, c))
 
     # -- thresholds from the job's settings --------------------------------------------------------------------
