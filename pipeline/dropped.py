@@ -11,6 +11,7 @@ split's file is cut to them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -107,11 +108,23 @@ def dropped_capped(spec: WorkflowSpec) -> bool:
 
 
 def cap_dropped(
-    client: Client, spec: WorkflowSpec, plans: list[PartitionPlan], cancelled: Callable[[], bool] | None = None
+    client: Client,
+    spec: WorkflowSpec,
+    plans: list[PartitionPlan],
+    dropped: list[dict[str, int]],
+    cancelled: Callable[[], bool] | None = None,
 ) -> None:
-    """Cut ``OUT/dropped/`` to the job-wide sample: per reason the ``dropped_sample`` lowest keys of all splits."""
+    """Cut ``OUT/dropped/`` to the job-wide sample: per reason the ``dropped_sample`` lowest keys of all splits.
+    ``dropped``: each split's drops by reason (its report); a split's file holds at most the cap per reason, so
+    when no reason adds up to more than the cap over the splits there is nothing to cut, and no task runs."""
     out = spec.output
     if dropped_capped(spec):
+        return
+    rows: Counter[str] = Counter()
+    for counts in dropped:
+        rows.update({reason: min(n, out.dropped_sample) for reason, n in counts.items()})
+    if all(n <= out.dropped_sample for n in rows.values()):
+        write_bytes_atomic(join(out.url, "dropped", CAPPED_MARKER), spec.fingerprint().encode())
         return
     urls = [join(out.url, "dropped", f"{plan.name}.parquet") for plan in plans]
     level = [delayed(_keys)(url) for url in urls]

@@ -20,7 +20,7 @@ import dask
 from dask.utils import format_bytes
 from distributed import Client, KilledWorker, get_worker
 
-from pipeline.cluster import ReleaseFreedMemory, local_cluster
+from pipeline.cluster import OneTokenizerThread, ReleaseFreedMemory, local_cluster
 from pipeline.dedup import compute_decisions, load_decisions
 from pipeline.dropped import cap_dropped, dropped_capped
 from pipeline.partition import PartitionPlan
@@ -83,6 +83,7 @@ def dask_client(scheduler: str | None, workers: int | None, worker_memory: str |
     if scheduler:
         with Client(scheduler, timeout="30s") as client:
             client.register_plugin(ReleaseFreedMemory())
+            client.register_plugin(OneTokenizerThread())
             yield client
         return
     with (
@@ -184,9 +185,11 @@ def run_workflow(
                         for step in segment.steps:
                             progress.advance(step, sum(plan.sizes))
                 _run_segment(client, spec, segment, pending, progress, hooks)
+            reports = [_report(spec, p) for p in plans]
             progress.set_phase("dropped text: the job-wide sample")
-            cap_dropped(client, spec, plans, hooks.cancelled)
-    reports = [_report(spec, p) for p in plans]
+            cap_dropped(client, spec, plans, [r.dropped for r in reports], hooks.cancelled)
+    else:
+        reports = [_report(spec, p) for p in plans]
     manifest = commit_job(spec, reports)
     return JobResult(spec.output.url, manifest, len(finished))
 

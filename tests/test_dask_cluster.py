@@ -106,6 +106,35 @@ def test_remote_cluster_output_is_byte_identical(
     # Per-stage progress comes from the workers as each step of each partition finishes.
     steps = {(e["step"], e["partition"]) for e in events}
     assert len(steps) >= 24 * 4 - 2, "read, tokenize, pack and write events of (nearly) every partition"
+    assert set(cluster_client_run(cluster, _tokenizer_threads).values()) == {0}, "fastokens ran on the task's thread"
+
+
+def _tokenizer_threads() -> int:
+    """Threads fastokens started in this process (it names them ``fastokens-N``)."""
+    names = (Path(f"/proc/self/task/{task}/comm").read_text() for task in os.listdir("/proc/self/task"))
+    return sum(name.startswith("fastokens") for name in names)
+
+
+def cluster_client_run(cluster: Cluster, function: Callable) -> dict:
+    with Client(cluster.address, timeout="10s") as client:
+        return client.run(function)
+
+
+def test_local_workers_tokenize_on_one_thread_each() -> None:
+    """One worker process per core: fastokens' own threads (one per core by default) would compete with the other
+    workers for the cores (``pipeline.cluster.TOKENIZER_THREADS``)."""
+    import pyarrow as pa
+
+    from pipeline.runner import dask_client
+    from schemas.stages import TokenizeConfig
+    from stages.tokenize import tokenize
+
+    if os.cpu_count() == 1:
+        pytest.skip("one core: fastokens starts no thread of its own anyway")
+    table = pa.table({"text": ["a document of a few words, tokenized on a worker " * 50] * 256})
+    with dask_client(None, 1) as client:
+        assert client.submit(tokenize, table, TokenizeConfig()).result().num_rows == 256
+        assert list(client.run(_tokenizer_threads).values()) == [0]
 
 
 def test_killing_a_worker_mid_job_changes_nothing(

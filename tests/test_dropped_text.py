@@ -106,6 +106,12 @@ def test_the_sample_is_the_lowest_id_hashes_of_each_reason_across_the_job(tmp_pa
         expected |= {(reason, i) for _, i in ids[:cap]}
     assert {(r["reason"], r["id"]) for r in sample} == expected
     assert max(Counter(r["reason"] for r in sample).values()) == cap
+    # A cap no reason reaches: nothing is cut (no merge tasks run) and the sample is every dropped document.
+    roomy = max(Counter(r["reason"] for r in everything).values())
+    run_workflow(_spec(corpus, tmp_path / "roomy", "sample", roomy), workers=2, show_progress=False)
+    assert sorted(r["id"] for r in pq.read_table(tmp_path / "roomy" / "dropped").to_pylist()) == sorted(
+        r["id"] for r in everything
+    )
     assert (
         result.manifest.funnel.dropped
         == run_workflow(
