@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 
 class ShardEntry(BaseModel):
-    """One committed shard; ``files`` maps a file name (relative to ``OUT/shards/``) to its sha256."""
+    """One committed shard; ``files`` maps a file name (relative to ``OUT/shards/``) to its digest
+    (``Manifest.file_digest``)."""
 
     shard: str
     partition: int
@@ -129,6 +130,8 @@ class Manifest(BaseModel):
     seq_len: int | None
     pack_mode: str | None
     token_dtype: str = "int32"
+    #: What the digests in ``files`` are: XXH3-128 in hex, as ``xxh128sum`` prints it (``storage.fs.file_digest``).
+    file_digest: str = "xxh3-128"
     shard_formats: list[str]
     shards: list[ShardEntry]
     funnel: Funnel

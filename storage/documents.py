@@ -18,13 +18,11 @@ batch through ``AtomicWriter``: a killed task leaves no file under a final name.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from schemas.manifest import DocumentShardEntry
 from schemas.stages import bucket_dir
-from storage.fs import AtomicWriter, join, write_bytes_atomic
+from storage.fs import AtomicWriter, file_digest, join, write_bytes_atomic
 from storage.megatron import encode_index
 
 
@@ -50,7 +48,7 @@ class _MegatronDocuments:
             out.__exit__(None, None, None)
             index = encode_index(np.dtype(dtype), lengths)
             write_bytes_atomic(f"{self.url}{suffix}idx", index)
-            files[f"{suffix}bin"], files[f"{suffix}idx"] = out.sha256.hexdigest(), hashlib.sha256(index).hexdigest()
+            files[f"{suffix}bin"], files[f"{suffix}idx"] = out.digest.hexdigest(), file_digest(index)
         return files
 
 
@@ -76,7 +74,7 @@ class _DatatroveDocuments:
         ends = np.concatenate(self.ends).astype("<u8") if self.ends else np.zeros(0, "<u8")
         for suffix, data in ((".ds.index", ends.tobytes()), (".ds.metadata", self._metadata())):
             write_bytes_atomic(self.url + suffix, data)
-            files[suffix] = hashlib.sha256(data).hexdigest()
+            files[suffix] = file_digest(data)
         return files
 
     def _metadata(self) -> bytes:
@@ -86,7 +84,7 @@ class _DatatroveDocuments:
     @staticmethod
     def _finish(out: AtomicWriter) -> str:
         out.__exit__(None, None, None)
-        return out.sha256.hexdigest()
+        return out.digest.hexdigest()
 
 
 def _metric(n: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import stat
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import fsspec
+import xxhash
 from fsspec.core import url_to_fs
 
 from schemas.paths import is_within
@@ -201,9 +201,18 @@ def open_input(url: str, real: bool = False) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+def file_digest(data: bytes | memoryview) -> str:
+    """The digest a manifest records for a file: XXH3-128 in hex, what ``xxh128sum`` prints (and rsync checks
+    transfers with). It is there to catch a shard damaged or cut short on its way to a training cluster, not
+    tampering, and it runs at 30 GB/s here against 2 GB/s for SHA-256 (with SHA-NI): hashing a tokenize job's
+    1.1 GB of ids took 7% of its CPU time as SHA-256."""
+    return xxhash.xxh3_128(data).hexdigest()
+
+
 class AtomicWriter:
     """A file written under a temporary name beside ``url`` and renamed into place on success (removed on
-    failure), hashing what passes through: for outputs written piece by piece (a shard of several hundred MB)."""
+    failure), digesting what passes through (``file_digest``): for outputs written piece by piece (a shard of
+    several hundred MB)."""
 
     def __init__(self, url: str) -> None:
         self.fs, self.path = filesystem(url)
@@ -211,7 +220,7 @@ class AtomicWriter:
         check_real_location(directory)
         self.fs.makedirs(directory, exist_ok=True)
         self.tmp = f"{directory}/.tmp-{uuid.uuid4().hex}-{posixpath.basename(self.path)}"
-        self.sha256 = hashlib.sha256()
+        self.digest = xxhash.xxh3_128()
         self.size = 0
 
     def __enter__(self) -> AtomicWriter:
@@ -219,7 +228,7 @@ class AtomicWriter:
         return self
 
     def write(self, data: bytes | memoryview) -> int:
-        self.sha256.update(data)
+        self.digest.update(data)
         n = memoryview(data).nbytes
         self.size += n
         write_chunked(self.handle, data)

@@ -27,7 +27,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("padding", pa.int64()),
         ("documents", pa.int64()),
         ("files", pa.list_(pa.string())),
-        ("sha256", pa.list_(pa.string())),
+        ("xxh128", pa.list_(pa.string())),
     ]
 )
 
@@ -38,12 +38,12 @@ def write_manifest(out: str, manifest: Manifest) -> None:
     packed = "+".join(f for f in manifest.shard_formats if f in PACKED_FORMATS)
     rows = [
         {**s.model_dump(exclude={"files"}), "layout": "packed", "format": packed, "bucket": None,
-         "files": list(s.files), "sha256": list(s.files.values())}
+         "files": list(s.files), "xxh128": list(s.files.values())}
         for s in manifest.shards
     ] + [
         {"shard": d.prefix, "layout": "documents", "format": d.format, "bucket": d.bucket, "partition": d.partition,
          "sequences": d.documents, "tokens": d.tokens, "padding": 0, "documents": d.documents,
-         "files": list(d.files), "sha256": list(d.files.values())}
+         "files": list(d.files), "xxh128": list(d.files.values())}
         for d in manifest.documents
     ]  # fmt: skip
     sink = pa.BufferOutputStream()

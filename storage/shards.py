@@ -8,15 +8,13 @@ a final name. The ``.idx`` files, small, are written when the shard closes.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.manifest import ShardEntry
-from storage.fs import AtomicWriter, join, write_bytes_atomic
+from storage.fs import AtomicWriter, file_digest, join, write_bytes_atomic
 from storage.megatron import encode_index
 
 #: (file suffix, column, dtype) of the Megatron indexed datasets of a shard; loss_mask only for SFT.
@@ -61,14 +59,14 @@ class _OpenShard:
         digests: dict[str, str] = {}
         for suffix, _, dtype, out, lengths in self.megatron:
             out.__exit__(None, None, None)
-            digests[f"{self.name}{suffix}.bin"] = out.sha256.hexdigest()
+            digests[f"{self.name}{suffix}.bin"] = out.digest.hexdigest()
             index = encode_index(np.dtype(dtype), np.concatenate(lengths) if lengths else np.zeros(0, np.int64))
             write_bytes_atomic(join(self.shards_url, f"{self.name}{suffix}.idx"), index)
-            digests[f"{self.name}{suffix}.idx"] = hashlib.sha256(index).hexdigest()
+            digests[f"{self.name}{suffix}.idx"] = file_digest(index)
         if self.parquet is not None:
             self.parquet.close()
             self.parquet_file.__exit__(None, None, None)
-            digests[f"{self.name}.parquet"] = self.parquet_file.sha256.hexdigest()
+            digests[f"{self.name}.parquet"] = self.parquet_file.digest.hexdigest()
         return ShardEntry(
             shard=self.name,
             partition=self.partition,

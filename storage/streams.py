@@ -110,8 +110,9 @@ MAX_BATCH_RECORDS = 1 << 16
 
 
 def _by_records(data: bytes, last: bool = False) -> Iterator[bytes]:
-    """``data`` (whole lines) in pieces of at most ``MAX_BATCH_RECORDS`` lines. ``last``: the final piece is
-    yielded even when empty (it carries a truncated stream's tail)."""
+    """``data`` (whole lines) in pieces of at most ``MAX_BATCH_RECORDS`` lines (the usual batch is one piece, the
+    buffer itself: counting its newlines is one fast pass, no copy). ``last``: the final piece is yielded even
+    when empty (it carries a truncated stream's tail)."""
     if data.count(b"\n") < MAX_BATCH_RECORDS:
         yield data
         return
@@ -130,13 +131,6 @@ def _parse_lines(
 ) -> Iterator[RawBatch]:  # fmt: skip
     """JSONL records of ``data`` as batches of bounded record count; the last one carries ``problem`` (the
     stream's cut tail) and the ``consumed`` bytes."""
-    lines = data.split(b"\n", MAX_BATCH_RECORDS)  # bounded: a batch of blank lines makes no million objects
-    if len(lines) <= MAX_BATCH_RECORDS:  # the usual case: one pass over the bytes, not a count then a split
-        batch = read_jsonl(source, data, problem, cfg, line, reason, lines)
-        batch.consumed = consumed
-        yield batch
-        return
-    del lines
     pieces = list(_by_records(data, last=problem is not None))
     for k, piece in enumerate(pieces):
         final = k == len(pieces) - 1
