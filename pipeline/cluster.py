@@ -17,17 +17,24 @@ from tornado.ioloop import PeriodicCallback
 #: when they are freed, so the next batch page-faults every page anew: measured on a tokenize job, a third of the
 #: workers' CPU time went to the kernel (0.9 of 3.2 core-seconds for 256 MB) and the job ran 25% slower. Arrays
 #: under 32 MiB now come from a heap that keeps up to 256 MiB of free memory, still bounded by the batch size.
-#: The nanny reads them when it is built and applies them to every worker it (re)starts.
+#: Arrow's allocator (mimalloc) returns memory to the kernel 10 ms after it is freed, which is before the next
+#: batch needs it: building a 16 MB string column and reading it back took 10.5 ms with that, 5.0 ms with a 1 s
+#: delay. The nanny reads these when it is built and applies them to every worker it (re)starts (and to its own
+#: process: the driver, for a local cluster).
 WORKER_MALLOC = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
     "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "distributed.nanny.pre-spawn-environ.MIMALLOC_PURGE_DELAY": "1000",
 }
 
 #: fastokens fans each encode call out to threads of its own, one per core unless ``FASTOKENS_BPE_THREADS`` says
 #: otherwise. With one single-threaded worker process per core those threads compete with the other workers for
 #: the same cores and spin while they wait: measured on the 1 GiB tokenize job (2 workers, 2 cores), the job took
 #: 5.0-5.2 s with them and 4.4-4.5 s with one thread per worker, and fastokens alone encodes 135 MB per CPU-second
-#: with two threads against 159-200 with one. A worker's own setting, when it has one, is kept.
+#: with two threads against 159-200 with one. A worker's own setting, when it has one, is kept. It is set by a
+#: plugin in the worker, not through the nanny's ``pre-spawn-environ``: the nanny also writes those into the
+#: environment of its own process, which for a local cluster is the driver's (the benchmarks' raw fastokens ran on
+#: one thread after a cluster had started).
 TOKENIZER_THREADS = "FASTOKENS_BPE_THREADS"
 
 
@@ -36,8 +43,7 @@ def local_cluster(
 ) -> LocalCluster:
     """``workers`` single-threaded worker processes (default: one per core) with ``worker_memory`` each (Dask's
     "auto": the machine's memory shared out). One thread per process: the stages hold the GIL in Python."""
-    threads = {f"distributed.nanny.pre-spawn-environ.{TOKENIZER_THREADS}": os.environ.get(TOKENIZER_THREADS, "1")}
-    with dask.config.set({**WORKER_MALLOC, **threads}):
+    with dask.config.set(WORKER_MALLOC):
         return LocalCluster(
             n_workers=workers or os.cpu_count() or 1,
             threads_per_worker=1,
@@ -49,7 +55,7 @@ def local_cluster(
 
 
 class OneTokenizerThread(WorkerPlugin):
-    """``TOKENIZER_THREADS`` for workers Refinery did not start (a remote cluster): fastokens reads it when it first
+    """``TOKENIZER_THREADS`` in every worker of a job's cluster, local or remote: fastokens reads it when it first
     encodes, so it holds for any worker that has not tokenized yet."""
 
     name = "refinery-one-tokenizer-thread"

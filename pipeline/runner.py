@@ -92,6 +92,7 @@ def dask_client(scheduler: str | None, workers: int | None, worker_memory: str |
         Client(cluster) as client,
     ):
         client.register_plugin(ReleaseFreedMemory())
+        client.register_plugin(OneTokenizerThread())
         yield client
 
 

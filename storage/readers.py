@@ -137,59 +137,72 @@ def _check_text(col: _Collector, text: object, line: int, cfg: InputSpec, raw: b
 
 #: The bytes ``bytes.isspace`` counts as white space: a line that starts with none of them is not blank.
 _SPACE = frozenset(b" \t\n\r\x0b\x0c")
+#: Records per batch at most: a few MB of blank or broken lines are millions of quarantine rows, each a Python
+#: object until the batch is built, so a batch is bounded by its count of lines as well as by its bytes.
+MAX_BATCH_RECORDS = 1 << 16
 
 
-def _lines(col: _Collector, data: bytes | bytearray, problem: str | None, first_line: int, reason: str
-           ) -> Iterator[memoryview]:  # fmt: skip
-    """The lines of ``data`` without their newline, as views into it: a 16 MB batch is not copied into thousands
-    of ``bytes`` objects first (``split`` did that). With a ``problem``, the bytes after the last newline belong to
-    the record the truncation cut; they go to quarantine with the file's problem, with whatever followed them."""
+def iter_jsonl(
+    source: str, data: bytes | bytearray, problem: str | None, cfg: InputSpec, first_line: int = 1,
+    reason: str = "truncated_file",
+) -> Iterator[RawBatch]:  # fmt: skip
+    """The records of ``data`` (JSONL) in batches of at most ``MAX_BATCH_RECORDS``. Each line is parsed from a view
+    into ``data``: a 16 MB batch is neither split into thousands of ``bytes`` copies nor counted first. With a
+    ``problem``, the bytes after the last newline belong to the record the truncation cut: they go to quarantine
+    with the file's problem, last."""
     view, find = memoryview(data), data.find
-    end = len(data)
-    if problem is not None:
-        end = data.rfind(b"\n") + 1
-        col.n_input += 1
-        col.quarantine(first_line + data.count(b"\n", 0, end), reason, problem, raw=view[end:])
-    start = 0
-    while start < end:
+    end = len(data) if problem is None else data.rfind(b"\n") + 1
+    col, number, start = _Collector(source, tuple(cfg.keep_fields)), first_line, 0
+    while start < end or problem is not None:
+        if col.n_input == MAX_BATCH_RECORDS:
+            yield col.batch()
+            col = _Collector(source, tuple(cfg.keep_fields))
+        if start >= end:  # the cut record
+            col.n_input += 1
+            col.quarantine(number, reason, problem, raw=view[end:])
+            break
         newline = find(b"\n", start, end)
         stop = end if newline < 0 else newline
-        yield view[start:stop]
-        start = stop + 1
+        _read_record(col, view[start:stop], number, cfg)
+        number, start = number + 1, stop + 1
+    yield col.batch()
 
 
 def read_jsonl(
     source: str, data: bytes | bytearray, problem: str | None, cfg: InputSpec, first_line: int = 1,
     reason: str = "truncated_file",
 ) -> RawBatch:  # fmt: skip
-    col = _Collector(source, tuple(cfg.keep_fields))
-    for number, line in enumerate(_lines(col, data, problem, first_line, reason), start=first_line):
-        col.n_input += 1
-        if len(line) > cfg.max_doc_bytes:  # long lines are cut when read, so their full length is not known here
-            col.quarantine(number, "too_large", f"record longer than max_doc_bytes ({cfg.max_doc_bytes})", raw=line)
-            continue
-        if not line or (line[0] in _SPACE and bytes(line).isspace()):
-            col.quarantine(number, "blank_line", "blank line", raw=line)
-            continue
+    """All the records of ``data`` as one batch (``iter_jsonl`` bounds a batch's record count)."""
+    return concat_batches(iter_jsonl(source, data, problem, cfg, first_line, reason))
+
+
+def _read_record(col: _Collector, line: memoryview, number: int, cfg: InputSpec) -> None:
+    """One JSONL line: kept as a document or quarantined with the reason."""
+    col.n_input += 1
+    if len(line) > cfg.max_doc_bytes:  # long lines are cut when read, so their full length is not known here
+        col.quarantine(number, "too_large", f"record longer than max_doc_bytes ({cfg.max_doc_bytes})", raw=line)
+        return
+    if not line or (line[0] in _SPACE and bytes(line).isspace()):
+        col.quarantine(number, "blank_line", "blank line", raw=line)
+        return
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
         try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as error:
-            try:
-                bytes(line).decode("utf-8")
-            except UnicodeDecodeError as bad:
-                col.quarantine(number, "invalid_utf8", f"invalid UTF-8 at byte {bad.start}", raw=line)
-            else:
-                col.quarantine(number, "malformed_json", f"malformed JSON: {error}", raw=line)
-            continue
-        if not isinstance(record, dict):
-            col.quarantine(number, "not_an_object", f"a JSON {type(record).__name__}, not an object", raw=line)
-            continue
-        text = _check_text(col, record.get(cfg.text_field), number, cfg, line)
-        if text is not None:
-            doc_id = record.get(cfg.id_field)
-            doc_id = generated_id(source, number) if doc_id is None or doc_id == "" else str(doc_id)
-            col.keep(doc_id, text, number, record)
-    return col.batch()
+            bytes(line).decode("utf-8")
+        except UnicodeDecodeError as bad:
+            col.quarantine(number, "invalid_utf8", f"invalid UTF-8 at byte {bad.start}", raw=line)
+        else:
+            col.quarantine(number, "malformed_json", f"malformed JSON: {error}", raw=line)
+        return
+    if not isinstance(record, dict):
+        col.quarantine(number, "not_an_object", f"a JSON {type(record).__name__}, not an object", raw=line)
+        return
+    text = _check_text(col, record.get(cfg.text_field), number, cfg, line)
+    if text is not None:
+        doc_id = record.get(cfg.id_field)
+        doc_id = generated_id(col.source, number) if doc_id is None or doc_id == "" else str(doc_id)
+        col.keep(doc_id, text, number, record)
 
 
 def read_text(

@@ -26,11 +26,12 @@ from schemas.spec import InputSpec
 from storage.decompress import StreamInflater, compression_of
 from storage.fs import StorageError, local_refusal, open_input
 from storage.readers import (
+    MAX_BATCH_RECORDS,
     RawBatch,
     _Collector,
     _table_to_batch,
     concat_batches,
-    read_jsonl,
+    iter_jsonl,
     read_text,
     unreadable,
 )
@@ -104,40 +105,19 @@ def count_newlines(source: str, start: int, end: int) -> int:
     return count
 
 
-#: Records per batch at most: a few MB of blank or broken lines are millions of quarantine rows, each a Python
-#: object until the batch is built, so a batch is bounded by its count of lines as well as by its bytes.
-MAX_BATCH_RECORDS = 1 << 16
-
-
-def _by_records(data: bytes, last: bool = False) -> Iterator[bytes]:
-    """``data`` (whole lines) in pieces of at most ``MAX_BATCH_RECORDS`` lines (the usual batch is one piece, the
-    buffer itself: counting its newlines is one fast pass, no copy). ``last``: the final piece is yielded even
-    when empty (it carries a truncated stream's tail)."""
-    if data.count(b"\n") < MAX_BATCH_RECORDS:
-        yield data
-        return
-    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
-    start = 0
-    for cut in (ends[MAX_BATCH_RECORDS - 1 :: MAX_BATCH_RECORDS] + 1).tolist():
-        yield data[start:cut]
-        start = cut
-    if start < len(data) or last:
-        yield data[start:]
-
-
 def _parse_lines(
     source: str, data: bytes | bytearray, cfg: InputSpec, line: int, consumed: int, problem: str | None = None,
     reason: str = "truncated_file",
 ) -> Iterator[RawBatch]:  # fmt: skip
     """JSONL records of ``data`` as batches of bounded record count; the last one carries ``problem`` (the
     stream's cut tail) and the ``consumed`` bytes."""
-    pieces = list(_by_records(data, last=problem is not None))
-    for k, piece in enumerate(pieces):
-        final = k == len(pieces) - 1
-        batch = read_jsonl(source, piece, problem if final else None, cfg, line, reason)
-        line += batch.n_input
-        batch.consumed = consumed if final else 0
+    batches = iter_jsonl(source, data, problem, cfg, line, reason)
+    batch = next(batches)
+    for following in batches:
         yield batch
+        batch = following
+    batch.consumed = consumed
+    yield batch
 
 
 def iter_line_range(

@@ -125,6 +125,7 @@ def test_local_workers_tokenize_on_one_thread_each() -> None:
     workers for the cores (``pipeline.cluster.TOKENIZER_THREADS``)."""
     import pyarrow as pa
 
+    from pipeline.cluster import TOKENIZER_THREADS
     from pipeline.runner import dask_client
     from schemas.stages import TokenizeConfig
     from stages.tokenize import tokenize
@@ -135,6 +136,7 @@ def test_local_workers_tokenize_on_one_thread_each() -> None:
     with dask_client(None, 1) as client:
         assert client.submit(tokenize, table, TokenizeConfig()).result().num_rows == 256
         assert list(client.run(_tokenizer_threads).values()) == [0]
+    assert TOKENIZER_THREADS not in os.environ, "the driver's own tokenizer keeps its threads"
 
 
 def test_killing_a_worker_mid_job_changes_nothing(

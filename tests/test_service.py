@@ -147,12 +147,12 @@ def test_cancel_keeps_finished_partitions_and_resume_completes(server: Server) -
 
 def test_the_service_starts_its_workers_as_refinery_run_does(server: Server) -> None:
     """The service's local workers keep freed memory (glibc settings of ``pipeline/cluster.py``): without them a
-    third of a tokenize job's worker CPU went to faulting pages in again; and they tokenize on one thread each."""
+    third of a tokenize job's worker CPU went to faulting pages in again."""
     import psutil
 
-    from pipeline.cluster import TOKENIZER_THREADS, WORKER_MALLOC
+    from pipeline.cluster import WORKER_MALLOC
 
-    wanted = {key.rsplit(".", 1)[1]: value for key, value in WORKER_MALLOC.items()} | {TOKENIZER_THREADS: "1"}
+    wanted = {key.rsplit(".", 1)[1]: value for key, value in WORKER_MALLOC.items()}
     children = psutil.Process(server.proc.pid).children(recursive=True)
     workers = [p for p in children if "resource_tracker" not in " ".join(p.cmdline())]
     assert len(workers) == 1  # REFINERY_WORKERS=1
