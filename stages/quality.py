@@ -8,6 +8,8 @@ from :mod:`stages.text_stats`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +24,7 @@ from stages.text_stats import (
     repeated_ngram_chars_bound,
     repeated_ngram_chars_exact,
     split_flat,
+    split_runs,
     string_ids,
     top_ngram_chars,
 )
@@ -30,10 +33,16 @@ from stages.words import Words, split_words
 NOT_SYMBOL = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(PUNCTUATION_SET)) + "]"
 TERMINAL = "(?:" + "|".join(f"\\x{{{ord(c):x}}}" for c in sorted(TERMINAL_PUNCTUATION)) + ")$"
 SPLITLINES = r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x{85}\x{2028}\x{2029}]"
+#: The characters that end a line (``SPLITLINES``; "\r\n" ends with one).
+LINE_BREAKS = pa.array(["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
 INDENT = r"[^\S\n\r\x0b\x0c\x1c\x1d\x1e\x{85}\x{2028}\x{2029}]"  # whitespace that does not end a line
 CITATION = r"\[\d*]|\[edit]|\[citation needed]"
 POLICY = r"terms of use|privacy policy|cookie policy|uses cookies|use of cookies|use cookies"
 SENTENCE_END = r"[.!?…։؟۔।॥。！？]+[\"'”’)\]]*(?:\s|$)"
+#: The characters ``str.strip()`` removes (``str.isspace``), for Arrow's trims: its own whitespace is not Python's.
+PY_SPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+#: What a line must end with to stay in C4 (``[.?!"']$``).
+TERMINAL_CHARS = pa.array([".", "?", "!", '"', "'"])
 
 
 class Verdicts:
@@ -90,7 +99,7 @@ def gopher_repetition(text: pa.Array, words: Words, stats: dict, rules: GopherRe
     chars = _np(pc.utf8_length(text))
     paras, powner, pcount = split_flat(pc.utf8_trim_whitespace(text), r"\n{2,}")
     dup_paras, dup_para_chars = duplicates(paras, powner, n)
-    lines, lowner, lcount = split_flat(text, r"\n+")
+    lines, lowner, lcount = split_runs(text, "\n")
     dup_lines, dup_line_chars = duplicates(lines, lowner, n)
     signals["q_dup_para_frac"] = _ratio(dup_paras, pcount)
     signals["q_dup_para_char_frac"] = _ratio(dup_para_chars, chars)
@@ -123,40 +132,28 @@ def gopher_repetition(text: pa.Array, words: Words, stats: dict, rules: GopherRe
         v.check(f"gopher_repetition:duplicated_{size}_n_grams", frac > limit, frac)
 
 
-def gopher_quality(text: pa.Array, words: Words, stats: dict, rules: GopherQualityRules, v: Verdicts,
-                   signals: dict) -> None:  # fmt: skip
+def gopher_quality(text: pa.Array, lines: Lines, words: Words, stats: dict, rules: GopherQualityRules,
+                   v: Verdicts, signals: dict) -> None:  # fmt: skip
     n_words = words.count().astype(np.float64)
     non_symbol = words.per_doc(stats["non_symbol"].astype(np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         avg_len = words.per_doc(stats["len"] * stats["non_symbol"]) / non_symbol
     hashes = _np(pc.count_substring(text, "#"))
     ellipsis = _np(pc.count_substring(text, "...")) + _np(pc.count_substring(text, "…"))
-    lines = (
-        _np(pc.count_substring_regex(text, SPLITLINES)) + 1 - _np(pc.match_substring_regex(text, f"(?:{SPLITLINES})$"))
-    )
-    # Arrow re-anchors ^ at every match, so line starts are found as "after a line break" in "\n" + text.
-    bullets = _np(
-        pc.count_substring_regex(pc.binary_join_element_wise("\n", text, ""), rf"(?:{SPLITLINES}){INDENT}*[•-]")
-    )
-    end_ellipsis = _np(
-        pc.count_substring_regex(
-            text, rf"(?:\.\.\.|…)[^\S\n\r\x0b\x0c\x1c\x1d\x1e\x{{85}}\x{{2028}}\x{{2029}}]*(?:{SPLITLINES}|$)"
-        )
-    )
-    lower = pc.utf8_lower(words.tokens)
-    stop_words = np.zeros(len(text))
-    for word in set(rules.stop_words):
-        stop_words += (
-            np.bincount(words.doc[pc.equal(lower, word).to_numpy(zero_copy_only=False)], minlength=len(text)) > 0
-        )
+    n_lines = lines.count.astype(np.float64)
+    # datatrove: s.lstrip().startswith(("•", "-")) and s.rstrip().endswith(("...", "…")) over splitlines()
+    head, tail = pc.utf8_ltrim(lines.parts, PY_SPACE), pc.utf8_rtrim(lines.parts, PY_SPACE)
+    bullets = lines.per_doc(pc.or_(pc.starts_with(head, "•"), pc.starts_with(head, "-")))
+    end_ellipsis = lines.per_doc(pc.or_(pc.ends_with(tail, "..."), pc.ends_with(tail, "…")))
+    signals.update(q_stop_words=_stop_words(words, rules.stop_words))
     signals.update(
         q_words=n_words, q_non_symbol_words=non_symbol, q_avg_word_length=avg_len,
         q_hash_ratio=_ratio(hashes, n_words), q_ellipsis_ratio=_ratio(ellipsis, n_words),
-        q_bullet_lines_ratio=_ratio(bullets, lines), q_ellipsis_lines_ratio=_ratio(end_ellipsis, lines),
+        q_bullet_lines_ratio=_ratio(bullets, n_lines), q_ellipsis_lines_ratio=_ratio(end_ellipsis, n_lines),
         q_alpha_words_ratio=_ratio(words.per_doc(stats["alpha"].astype(np.float64)), n_words),
-        q_stop_words=stop_words,
     )  # fmt: skip
     s = signals
+    stop_words = s["q_stop_words"]
     checks = [
         ("min_doc_words", rules.min_doc_words, non_symbol < (rules.min_doc_words or 0), non_symbol),
         ("max_doc_words", rules.max_doc_words, non_symbol > (rules.max_doc_words or np.inf), non_symbol),
@@ -179,6 +176,18 @@ def gopher_quality(text: pa.Array, words: Words, stats: dict, rules: GopherQuali
             v.check(f"gopher_quality:{name}", failed, value)
 
 
+def _stop_words(words: Words, stop_words: list[str]) -> np.ndarray:
+    """How many of the distinct stop words each document holds, as datatrove counts them
+    (``stop_words.intersection(set(words))``: case matters, "The" is not "the"): one lookup of every word in the
+    set, then the distinct (document, stop word) pairs among the hits."""
+    wanted = pa.array(sorted(set(stop_words)), pa.string())
+    index = pc.index_in(words.tokens, value_set=wanted)
+    hits = pc.is_valid(index)
+    which = index.filter(hits).to_numpy(zero_copy_only=False).astype(np.int64)
+    pairs = np.unique(words.doc[hits.to_numpy(zero_copy_only=False)].astype(np.int64) * (len(wanted) + 1) + which)
+    return np.bincount(pairs // (len(wanted) + 1), minlength=words.n_docs).astype(np.float64)
+
+
 #: The line breaks of ``str.splitlines`` other than "\n": rare in real text, so a batch without them is split on
 #: "\n" by a plain search, eight times faster than the regex.
 RARE_LINE_BREAKS = r"[\r\x0b\x0c\x1c\x1d\x1e\x{85}\x{2028}\x{2029}]"
@@ -192,19 +201,40 @@ def split_lines(text: pa.Array) -> pa.ListArray:
     return pc.split_pattern(text, "\n")
 
 
-def c4(text: pa.Array, rules: C4Rules, signals: dict) -> pa.Array:
+@dataclass(frozen=True)
+class Lines:
+    """Each document's lines as ``str.splitlines`` gives them, split once for C4 and Gopher's line rules (each
+    used to scan the whole text with a regex of its own)."""
+
+    #: The parts between line breaks, untrimmed; a document that ends with a break has an empty last part.
+    parts: pa.Array
+    owner: np.ndarray
+    #: Parts that are lines (all but that empty last part).
+    real: np.ndarray
+    #: Lines per document.
+    count: np.ndarray
+
+    @classmethod
+    def of(cls, text: pa.Array) -> Lines:
+        lists = split_lines(text)
+        counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+        # splitlines() has no empty last element after a final line break
+        trailing = pc.is_in(pc.utf8_slice_codeunits(text, -1), LINE_BREAKS).to_numpy(zero_copy_only=False)
+        real = np.ones(int(counts.sum()), bool)
+        real[(np.cumsum(counts) - 1)[trailing & (counts > 0)]] = False
+        return cls(lists.flatten(), np.repeat(np.arange(len(text)), counts), real, counts - trailing)
+
+    def per_doc(self, flags: pa.Array) -> np.ndarray:
+        """How many lines of each document have ``flags`` set."""
+        hits = flags.to_numpy(zero_copy_only=False) & self.real
+        return np.bincount(self.owner[hits], minlength=len(self.count)).astype(np.float64)
+
+
+def c4(text: pa.Array, split: Lines, rules: C4Rules, signals: dict) -> pa.Array:
     """C4's line filters; returns the text of the kept lines (the rewrite datatrove applies). The document
     verdicts are left in ``signals`` for :func:`c4_verdicts`, which applies them at C4's place in the order."""
     n = len(text)
-    lists = split_lines(text)
-    counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    # splitlines() has no empty last element after a final line break
-    trailing = pc.match_substring_regex(text, f"(?:{SPLITLINES})$").to_numpy(zero_copy_only=False)
-    lines = pc.utf8_trim_whitespace(lists.flatten())
-    owner = np.repeat(np.arange(n), counts)
-    last = np.cumsum(counts) - 1
-    real = np.ones(len(lines), bool)
-    real[last[trailing & (counts > 0)]] = False
+    lines, owner, real = pc.utf8_trim_whitespace(split.parts), split.owner, split.real
     line_words = pc.utf8_split_whitespace(lines)
     n_words = pc.list_value_length(line_words).to_numpy(zero_copy_only=False)
     keep = real.copy()
@@ -219,7 +249,8 @@ def c4(text: pa.Array, rules: C4Rules, signals: dict) -> pa.Array:
             cited = pc.replace_substring_regex(lines.filter(bracket), CITATION, "")
             lines = pc.replace_with_mask(lines, bracket, cited)
     if rules.filter_no_terminal_punct:
-        ends = pc.match_substring_regex(lines, r"[.?!\"']$").to_numpy(zero_copy_only=False)
+        # the last character, looked up: a "$"-anchored regex scans every line from its start
+        ends = pc.is_in(pc.utf8_slice_codeunits(lines, -1), TERMINAL_CHARS).to_numpy(zero_copy_only=False)
         ellipsis = pc.ends_with(lines, "...").to_numpy(zero_copy_only=False)
         keep &= ends & ~ellipsis
     keep &= n_words >= rules.min_words_per_line
@@ -270,7 +301,7 @@ def c4_verdicts(rules: C4Rules, v: Verdicts, signals: dict) -> None:
 
 def fineweb(text: pa.Array, rules: FineWebRules, v: Verdicts, signals: dict) -> None:
     n = len(text)
-    lines, owner, _ = split_flat(text, "\n")
+    lines, owner, _ = split_flat(text, "\n", literal=True)
     nonempty = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0)
     lines, owner = lines.filter(nonempty), owner[nonempty.to_numpy(zero_copy_only=False)]
     n_lines = np.bincount(owner, minlength=n).astype(np.float64)
@@ -301,8 +332,9 @@ def quality(table: pa.Table, config: QualityConfig) -> pa.Table:
     words: Words | None = None
     stats: dict = {}
     rewritten = text
+    lines = Lines.of(text) if config.c4.enabled or config.gopher_quality.enabled else None
     if config.c4.enabled:  # C4 rewrites the text FineWeb reads, whatever the order of the verdicts
-        rewritten = c4(text, config.c4, signals)
+        rewritten = c4(text, lines, config.c4, signals)
     for rule_set in config.order:
         rules = getattr(config, rule_set)
         if not rules.enabled:
@@ -311,7 +343,7 @@ def quality(table: pa.Table, config: QualityConfig) -> pa.Table:
             words = split_words(text)
             stats = _word_stats(words)
         if rule_set == "gopher_quality":
-            gopher_quality(text, words, stats, rules, verdicts, signals)
+            gopher_quality(text, lines, words, stats, rules, verdicts, signals)
         elif rule_set == "gopher_repetition":
             gopher_repetition(text, words, stats, rules, verdicts, signals)
         elif rule_set == "c4":

@@ -58,7 +58,7 @@ class SpacySplitter:
         if len(piece) > MAX_PIECE:
             return (piece,)
         words = self.cache.get(piece)
-        if words is None and _SPACE(piece):
+        if words is None and not _surely_spaceless(piece) and _SPACE(piece):
             # Arrow's whitespace is not quite Python's (which spaCy splits on: "\x1f" is one); split the rest here
             words = self.cache[piece] = tuple(w for part in piece.split() for w in self.split(part))
         if words is None:
@@ -78,9 +78,12 @@ class SpacySplitter:
             return specials[piece]
         prefixes: list[str] = []
         suffixes: list[str] = []
-        string, last = piece, 0
+        string, last, plain = piece, 0, False
         while string and len(string) != last:
-            if string in specials or _plain(string):
+            if string in specials:
+                break
+            if _plain(string):
+                plain = True
                 break
             last = len(string)
             pre = _length(self.prefix_search(string))
@@ -111,7 +114,7 @@ class SpacySplitter:
         if string:
             if string in specials:
                 tokens.extend(specials[string])
-            elif _plain(string) or self.url_match(string):
+            elif (plain or _plain(string)) or self.url_match(string):
                 tokens.append(string)
             else:
                 tokens.extend(self._infix_split(string))
@@ -144,6 +147,8 @@ class SpacySplitter:
     def _merge_specials(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
         """Runs of tokens that spell a special case become it ("NNTPError", ")", ":" → "NNTPError", "):"). Longest
         runs win, then the earliest, as spaCy's filter orders them."""
+        if self.merge_heads.isdisjoint(tokens):
+            return tokens
         found = [
             (start, start + n, key)
             for start in range(len(tokens))
@@ -176,8 +181,14 @@ _SPACE = re.compile(r"\s").search
 
 def _plain(string: str) -> bool:
     """Letters and digits, no number with a unit: no affix, infix or URL rule applies ("stages.words" lets such
-    pieces through whole, and the differential tests hold both to spaCy)."""
-    return string.isalnum() and _DIGIT_LETTER(string) is None
+    pieces through whole, and the differential tests hold both to spaCy). Letters alone need no regex."""
+    return string.isalnum() and (string.isalpha() or _DIGIT_LETTER(string) is None)
+
+
+def _surely_spaceless(piece: str) -> bool:
+    """True when ``piece`` holds no whitespace, decided without a regex: printable ASCII has none but the space
+    (the whitespace Python sees beyond Arrow's is control characters, or not ASCII)."""
+    return piece.isascii() and piece.isprintable() and " " not in piece
 
 
 def _length(match: re.Match[str] | None) -> int:

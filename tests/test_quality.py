@@ -319,3 +319,49 @@ def test_c4_rewrites_only_the_documents_it_keeps() -> None:
     out = quality(pa.table({"text": [kept, dropped]}), config)
     assert out.column("drop_reason").to_pylist() == [None, "c4:too_few_sentences"]
     assert out.column("text").to_pylist() == [f"{sentences}\n{sentences}", dropped]
+
+
+def test_line_and_stop_word_signals_are_datatroves_formulas_on_awkward_text() -> None:
+    """Gopher's bullet, ellipsis and stop-word counts as datatrove computes them (``splitlines()``, ``lstrip()`` /
+    ``rstrip()`` of Python's whitespace, ``stop_words.intersection(set(words))``, case included), read from the
+    lines split once for C4 and Gopher: line breaks of every kind, indents Arrow's whitespace does not share."""
+    from datatrove.pipeline.filters.gopher_quality_filter import STOP_WORDS
+
+    from stages.spacy_words import spacy_splitter
+
+    pieces = ["- item", "\xa0- nbsp item", "\u3000• wide", "\t-tab", "not - a bullet", "ends...", "ends…  \t",
+              "mid... dle", "The the and", "THE be to", "", "   ", "of with that", "... \xa0", "•"]  # fmt: skip
+    breaks = ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\n\n"]
+    rng = random.Random(5)
+    texts = []
+    for _ in range(300):
+        parts = rng.choices(pieces, k=rng.randint(1, 8))
+        text = "".join(p + rng.choice(breaks) for p in parts[:-1]) + parts[-1] + rng.choice(["", *breaks])
+        texts.append(text + " " + " ".join(gibberish(60, rng.randint(0, 10**6))))
+    out = quality(pa.table({"text": texts}), QualityConfig(drop=False)).to_pylist()
+    splitter = spacy_splitter()
+    for text, row in zip(texts, out, strict=True):
+        lines = text.splitlines()
+        bullets = sum(s.lstrip().startswith("•") or s.lstrip().startswith("-") for s in lines) / len(lines)
+        ellipsis = sum(s.rstrip().endswith("...") or s.rstrip().endswith("…") for s in lines) / len(lines)
+        words = [w for piece in text.split() for w in splitter.split(piece)]
+        assert row["q_bullet_lines_ratio"] == pytest.approx(bullets), repr(text)
+        assert row["q_ellipsis_lines_ratio"] == pytest.approx(ellipsis), repr(text)
+        assert row["q_stop_words"] == len(set(STOP_WORDS).intersection(words)), repr(text)
+
+
+def test_runs_of_newlines_split_as_re_split_does() -> None:
+    """``split_runs`` replaces ``re.split(r"\\n+", text)`` (Gopher's duplicate lines) with a literal split."""
+    import re
+
+    from stages.text_stats import split_runs
+
+    rng = random.Random(3)
+    texts = ["", "\n", "\n\n", "a", "a\n", "\na", "a\n\n\nb\n"]
+    texts += ["".join(rng.choice("ab\n\n\n é") for _ in range(rng.randint(0, 30))) for _ in range(2000)]
+    parts, owner, counts = split_runs(pa.array(texts), "\n")
+    got: list[list[str]] = [[] for _ in texts]
+    for part, doc in zip(parts.to_pylist(), owner, strict=True):
+        got[doc].append(part)
+    assert got == [re.split(r"\n+", t) for t in texts]
+    assert counts.tolist() == [len(g) for g in got]
