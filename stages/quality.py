@@ -232,62 +232,87 @@ class Lines:
 
 def c4(text: pa.Array, split: Lines, rules: C4Rules, signals: dict) -> pa.Array:
     """C4's line filters; returns the text of the kept lines (the rewrite datatrove applies). The document
-    verdicts are left in ``signals`` for :func:`c4_verdicts`, which applies them at C4's place in the order."""
+    verdicts are left in ``signals`` for :func:`c4_verdicts`, which applies them at C4's place in the order.
+
+    The checks run in datatrove's order, each on the lines every earlier check kept (``at``: their places among
+    all lines): on prose most lines fail the terminal-punctuation check, so the word split, the lower-casing, the
+    substring searches and the sentence count see a sixth of the text."""
     n = len(text)
-    lines, owner, real = pc.utf8_trim_whitespace(split.parts), split.owner, split.real
-    line_words = pc.utf8_split_whitespace(lines)
-    n_words = pc.list_value_length(line_words).to_numpy(zero_copy_only=False)
-    keep = real.copy()
-    if rules.max_word_length != -1:
-        word_len = pc.utf8_length(line_words.flatten()).to_numpy(zero_copy_only=False)
-        longest = np.zeros(len(lines), np.int64)
-        np.maximum.at(longest, np.repeat(np.arange(len(lines)), n_words), word_len)
-        keep &= longest <= rules.max_word_length
-    if rules.remove_citations:  # the regex only on lines with a bracket: a tenth of c4's time otherwise
+    at = np.flatnonzero(split.real)
+    raw = pc.utf8_trim_whitespace(split.parts).take(pa.array(at))  # before citations go: words are counted here
+
+    def narrow(keep: np.ndarray) -> None:
+        nonlocal at, raw, lines
+        at, raw, lines = at[keep], raw.filter(pa.array(keep)), lines.filter(pa.array(keep))
+
+    lines = raw
+    if rules.max_word_length != -1:  # only a line longer than the limit can hold a longer word
+        long = np.flatnonzero(pc.greater(pc.binary_length(raw), rules.max_word_length).to_numpy(zero_copy_only=False))
+        if len(long):
+            keep = np.ones(len(at), bool)
+            keep[long] = _longest_word(raw.take(pa.array(long))) <= rules.max_word_length
+            narrow(keep)
+    if rules.remove_citations:  # the regex only on lines with a bracket
         bracket = pc.match_substring(lines, "[")
         if pc.any(bracket).as_py():
-            cited = pc.replace_substring_regex(lines.filter(bracket), CITATION, "")
-            lines = pc.replace_with_mask(lines, bracket, cited)
+            lines = pc.replace_with_mask(
+                lines, bracket, pc.replace_substring_regex(lines.filter(bracket), CITATION, "")
+            )
     if rules.filter_no_terminal_punct:
         # the last character, looked up: a "$"-anchored regex scans every line from its start
-        ends = pc.is_in(pc.utf8_slice_codeunits(lines, -1), TERMINAL_CHARS).to_numpy(zero_copy_only=False)
-        ellipsis = pc.ends_with(lines, "...").to_numpy(zero_copy_only=False)
-        keep &= ends & ~ellipsis
-    keep &= n_words >= rules.min_words_per_line
+        ends = pc.is_in(pc.utf8_slice_codeunits(lines, -1), TERMINAL_CHARS)
+        narrow(pc.and_not(ends, pc.ends_with(lines, "...")).to_numpy(zero_copy_only=False))
+    narrow(pc.greater_equal(pc.list_value_length(pc.utf8_split_whitespace(raw)), rules.min_words_per_line)
+           .to_numpy(zero_copy_only=False))  # fmt: skip
     lowered = pc.utf8_lower(lines)
-    lorem = keep & pc.match_substring(lowered, "lorem ipsum").to_numpy(zero_copy_only=False)
-    if rules.filter_javascript:
-        keep &= ~pc.match_substring(lowered, "javascript").to_numpy(zero_copy_only=False)
-    curly = keep & pc.match_substring(lines, "{").to_numpy(zero_copy_only=False) & ~lorem
-    if rules.filter_policy:
-        keep &= ~pc.match_substring_regex(lowered, POLICY).to_numpy(zero_copy_only=False)
-    # The document is dropped at the first line (in order) that is lorem ipsum or has a curly bracket.
     flags = []
     if rules.filter_lorem_ipsum:
-        flags.append(("c4:lorem_ipsum", lorem))
+        lorem = pc.match_substring(lowered, "lorem ipsum").to_numpy(zero_copy_only=False)
+        flags.append(("c4:lorem_ipsum", at[lorem]))
+    else:
+        lorem = np.zeros(len(at), bool)
+    if rules.filter_javascript:
+        keep = ~pc.match_substring(lowered, "javascript").to_numpy(zero_copy_only=False)
+        lowered, lorem = lowered.filter(pa.array(keep)), lorem[keep]
+        narrow(keep)
     if rules.filter_curly_bracket:
-        flags.append(("c4:curly_bracket", curly))
-    first = np.full(n, np.iinfo(np.int64).max)
+        curly = pc.match_substring(lines, "{").to_numpy(zero_copy_only=False) & ~lorem
+        flags.append(("c4:curly_bracket", at[curly]))
+    if rules.filter_policy:
+        narrow(~pc.match_substring_regex(lowered, POLICY).to_numpy(zero_copy_only=False))
+    # The document is dropped at the first line (in order) that is lorem ipsum or has a curly bracket.
+    never = np.iinfo(np.int64).max
+    first = np.full(n, never)
     firsts = {}
-    for name, flag in flags:
-        where = np.full(n, np.iinfo(np.int64).max)
-        index = np.flatnonzero(flag)
-        np.minimum.at(where, owner[index], index)
+    for name, flagged in flags:
+        where = np.full(n, never)
+        np.minimum.at(where, split.owner[flagged], flagged)
         firsts[name] = where
         first = np.minimum(first, where)
     for name, where in firsts.items():
-        signals[f"_{name}"] = (where == first) & (where < np.iinfo(np.int64).max)
-    sentences = _np(pc.count_substring_regex(lines, SENTENCE_END))
-    sentences = np.maximum(sentences, 1) * keep
-    per_doc = np.bincount(owner, weights=sentences, minlength=n)
-    signals["q_c4_sentences"] = per_doc
-    signals["q_c4_kept_lines"] = np.bincount(owner, weights=keep.astype(np.float64), minlength=n)
+        signals[f"_{name}"] = (where == first) & (where < never)
+    owner = split.owner[at]
+    sentences = np.maximum(_np(pc.count_substring_regex(lines, SENTENCE_END)), 1)
+    signals["q_c4_sentences"] = np.bincount(owner, weights=sentences, minlength=n)
+    kept_counts = np.bincount(owner, minlength=n)
+    signals["q_c4_kept_lines"] = kept_counts.astype(np.float64)
     if not rules.rewrite_text:
         return text
-    kept_counts = np.bincount(owner, weights=keep.astype(np.float64), minlength=n).astype(np.int32)
     offsets = pa.array(np.r_[0, np.cumsum(kept_counts)].astype(np.int32))
-    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, lines.filter(pa.array(keep))), "\n")
-    return pc.utf8_trim_whitespace(joined)
+    return pc.utf8_trim_whitespace(pc.binary_join(pa.ListArray.from_arrays(offsets, lines), "\n"))
+
+
+def _longest_word(lines: pa.Array) -> np.ndarray:
+    """The length (characters) of each line's longest whitespace-separated word, 0 for a line without one."""
+    words = pc.utf8_split_whitespace(lines)
+    counts = pc.list_value_length(words).to_numpy(zero_copy_only=False)
+    lengths = pc.utf8_length(words.flatten()).to_numpy(zero_copy_only=False).astype(np.int64)
+    longest = np.zeros(len(lines), np.int64)
+    has = counts > 0
+    if has.any():
+        starts = (np.cumsum(counts) - counts)[has]
+        longest[has] = np.maximum.reduceat(lengths, starts)
+    return longest
 
 
 def c4_verdicts(rules: C4Rules, v: Verdicts, signals: dict) -> None:

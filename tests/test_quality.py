@@ -365,3 +365,31 @@ def test_runs_of_newlines_split_as_re_split_does() -> None:
         got[doc].append(part)
     assert got == [re.split(r"\n+", t) for t in texts]
     assert counts.tolist() == [len(g) for g in got]
+
+
+def test_c4_lines_agree_with_datatrove_on_every_line_rule() -> None:
+    """C4 alone against datatrove's ``C4QualityFilter`` on documents made of lines that each trip one line rule
+    (lorem ipsum, javascript, curly bracket, policy, citations, a word over 1,000 characters, no terminal
+    punctuation, an ellipsis, too few words) in every order: the same verdicts, and the same rewritten text for
+    the documents kept. Each check only sees the lines the earlier ones kept, so the order matters."""
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import C4QualityFilter
+
+    fragments = ["Lorem ipsum dolor sit amet.", "Enable JavaScript to view this page.", "function() { return 1; }.",
+                 "See the privacy policy here.", "A line with a citation [1] that ends.", "x" * 1200 + " long word.",
+                 "[edit] Another one with [citation needed].", "Short.", "Three words here.", "Ends with ellipsis...",
+                 "A normal sentence. Another one! And a question?", "  spaced  line  .  ", "word " * 300 + "end.",
+                 '"Quoted ending."', "{curly} lorem ipsum both.", "javascript {", "No terminal punct"]  # fmt: skip
+    rng = random.Random(1)
+    texts = ["\n".join(rng.choices(fragments, k=rng.randint(1, 9))) + rng.choice(["", "\n", "\r\n"])
+             for _ in range(2000)]  # fmt: skip
+    off = {"enabled": False}
+    config = QualityConfig.model_validate({"gopher_quality": off, "gopher_repetition": off, "fineweb": off})
+    rows = quality(pa.table({"text": texts}), config).to_pylist()
+    reference = C4QualityFilter()
+    for text, row in zip(texts, rows, strict=True):
+        doc = Document(text=text, id="0")
+        verdict = reference.filter(doc)
+        assert row["drop_reason"] == (None if verdict is True else f"c4:{verdict[1]}"), repr(text)
+        if verdict is True:
+            assert row["text"] == doc.text, repr(text)
