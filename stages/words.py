@@ -64,9 +64,36 @@ def split_words(text: pa.Array | pa.ChunkedArray) -> Words:
         return Words(pieces, owner, len(text))
     marked = pieces.filter(rest)
     distinct = pc.unique(marked)
-    split = pc.take(_split_distinct(distinct), pc.index_in(marked, value_set=distinct))
-    tokens, owner = _resplit(pc.replace_with_mask(pieces, rest, split), owner)
+    words = split_whitespace(_split_distinct(distinct))  # each distinct piece's words
+    which = pc.index_in(marked, value_set=distinct).to_numpy(zero_copy_only=False)
+    tokens, owner = _splice(pieces, np.flatnonzero(rest.to_numpy(zero_copy_only=False)), which, words, owner)
     return Words(tokens, owner, len(text))
+
+
+def _splice(pieces: pa.Array, at: np.ndarray, which: np.ndarray, words: pa.ListArray, owner: np.ndarray
+            ) -> tuple[pa.Array, np.ndarray]:  # fmt: skip
+    """The pieces with the one at each place ``at`` replaced by the words of distinct piece ``which``: one gather
+    over the pieces and the distinct pieces' words, instead of a second whitespace split of every piece."""
+    offsets = words.offsets.to_numpy().astype(np.int64)
+    starts = offsets[:-1] - offsets[0]
+    n_words = pc.list_value_length(words).to_numpy(zero_copy_only=False).astype(np.int64)
+    per_piece = np.ones(len(pieces), np.int64)
+    per_piece[at] = n_words[which]
+    first = np.cumsum(per_piece) - per_piece  # each piece's first place in the output
+    gather = np.empty(int(per_piece.sum()), np.int64)
+    plain = np.ones(len(pieces), bool)
+    plain[at] = False
+    gather[first[plain]] = np.flatnonzero(plain)
+    counts = n_words[which]
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    gather[np.repeat(first[at], counts) + within] = len(pieces) + np.repeat(starts[which], counts) + within
+    flat = words.flatten()
+    tokens = pa.concat_arrays([pieces, flat.cast(pieces.type)]).take(pa.array(gather))
+    owner = np.repeat(owner, per_piece)
+    keep = pc.greater(pc.binary_length(tokens), 0)  # an empty document is one empty piece, and no word
+    if pc.all(keep).as_py():
+        return tokens, owner
+    return tokens.filter(keep), owner[keep.to_numpy(zero_copy_only=False)]
 
 
 #: A number ("42", "-0.5", "2.5333642e+00") with at most one closing mark after it. spaCy keeps such a number whole
@@ -113,11 +140,3 @@ def _special_keys() -> pa.Array:
 def _special_words() -> pa.Array:
     """The special cases made of letters and digits only ("cannot", "gonna"): plain-looking pieces spaCy splits."""
     return pa.array(sorted(k for k in spacy_splitter().specials if k.isalnum()), pa.string())
-
-
-def _resplit(pieces: pa.Array, owner: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-    lists = split_whitespace(pieces)
-    tokens = lists.flatten()
-    owner = np.repeat(owner, pc.list_value_length(lists).to_numpy(zero_copy_only=False))
-    keep = pc.greater(pc.binary_length(tokens), 0)
-    return tokens.filter(keep), owner[keep.to_numpy(zero_copy_only=False)]
