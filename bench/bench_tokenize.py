@@ -66,9 +66,9 @@ def tokenize_stage(texts: list[str]) -> float:
     import pyarrow as pa
 
     from schemas.stages import TokenizeConfig
-    from stages.tokenize import load_encoder, tokenize
+    from stages.tokenize import _load_encoder, load_encoder, tokenize
 
-    load_encoder.cache_clear()
+    _load_encoder.cache_clear()
     load_encoder("deepseek-v3", "fastokens", False)  # loaded outside the clock, as raw_fastokens does
     table = pa.table({"text": texts})
     start = time.perf_counter()

@@ -7,11 +7,15 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import threading
+from collections.abc import Iterable
 from typing import Any
 
 import dask
-from distributed import LocalCluster, WorkerPlugin
+from distributed import Client, LocalCluster, WorkerPlugin
 from tornado.ioloop import PeriodicCallback
+
+from schemas.stages import StageBase, TokenizeConfig
 
 #: glibc settings for local workers. Dask's default (trim above 64 KiB) hands a batch's arrays back to the kernel
 #: when they are freed, so the next batch page-faults every page anew: measured on a tokenize job, a third of the
@@ -62,6 +66,29 @@ class OneTokenizerThread(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         os.environ.setdefault(TOKENIZER_THREADS, "1")
+
+
+def preload_encoders(client: Client, stages: Iterable[StageBase]) -> None:
+    """Start loading the tokenizer of ``stages`` on every worker, in a thread of its own, and return at once.
+    Called before a global step: its tasks are small and the workers mostly wait on the scheduler, while the
+    segment after it would otherwise begin with each worker loading the tokenizer (0.8 s) on its first task. The
+    loading thread leaves the GIL to the worker's tasks."""
+    keys = {(s.tokenizer, s.backend, s.split_special_tokens) for s in stages if isinstance(s, TokenizeConfig)}
+    if keys:
+        client.run(_load_in_background, sorted(keys))
+
+
+def _load_in_background(keys: list[tuple[str, str, bool]]) -> None:
+    from stages.tokenize import load_encoder
+
+    def load() -> None:
+        for key in keys:
+            try:
+                load_encoder(*key)
+            except Exception:  # the task that needs it loads it again and reports the error with its context
+                logging.getLogger(__name__).exception("preloading tokenizer %s failed", key[0])
+
+    threading.Thread(target=load, name="refinery-preload-encoder", daemon=True).start()
 
 
 class _MallInfo2(ctypes.Structure):

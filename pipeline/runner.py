@@ -20,7 +20,7 @@ import dask
 from dask.utils import format_bytes
 from distributed import Client, KilledWorker, get_worker
 
-from pipeline.cluster import OneTokenizerThread, ReleaseFreedMemory, local_cluster
+from pipeline.cluster import OneTokenizerThread, ReleaseFreedMemory, local_cluster, preload_encoders
 from pipeline.dedup import compute_decisions, load_decisions
 from pipeline.dropped import cap_dropped, dropped_capped
 from pipeline.partition import PartitionPlan
@@ -179,6 +179,7 @@ def run_workflow(
             plans = number_lines(client, spec, plans, hooks.cancelled)
             for segment in segments:
                 if segment.barrier:
+                    preload_encoders(client, segment.stages)
                     compute_decisions(client, spec, segment, plans, hooks.cancelled, progress.set_phase)
                 pending = [p for p in plans if p.index not in finished and not segment_done(spec, segment, p)]
                 for plan in plans:  # what a resumed job finished before counts as done
