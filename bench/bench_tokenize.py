@@ -45,8 +45,8 @@ def text_mb(corpus: Path) -> tuple[list[str], float]:
 
 def raw_fastokens(texts: list[str], repeats: int = 3) -> float:
     """Seconds for fastokens alone to encode every text once, each time with a fresh tokenizer (no warm caches),
-    with its own threads (one per core): the fastest of ``repeats`` runs. Single runs of 1 GiB measured 417 to
-    625 MB/s on this machine; the fastest is the bar the jobs are held to."""
+    with its own threads (one per core): the fastest of ``repeats`` runs. Single runs over bench_scale's 1 GiB
+    measured 565 to 625 MB/s on this machine; each benchmark holds its jobs to the fastest of its own run."""
     import fastokens
 
     best = float("inf")
