@@ -38,7 +38,9 @@ LINE_BREAKS = pa.array(["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x8
 INDENT = r"[^\S\n\r\x0b\x0c\x1c\x1d\x1e\x{85}\x{2028}\x{2029}]"  # whitespace that does not end a line
 CITATION = r"\[\d*]|\[edit]|\[citation needed]"
 POLICY = r"terms of use|privacy policy|cookie policy|uses cookies|use of cookies|use cookies"
-SENTENCE_END = r"[.!?…։؟۔।॥。！？]+[\"'”’)\]]*(?:\s|$)"
+#: A sentence ends at its punctuation (and closing quotes or brackets) before white space, as Python sees it
+#: (RE2's \s alone is ASCII: sentences joined by a no-break or an ideographic space were one), or the line's end.
+SENTENCE_END = r"[.!?…։؟۔।॥。！？]+[\"'”’)\]]*(?:[\s\p{Z}\x{1c}-\x{1f}\x{85}]|$)"
 #: The characters ``str.strip()`` removes (``str.isspace``), for Arrow's trims: its own whitespace is not Python's.
 PY_SPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 #: What a line must end with to stay in C4 (``[.?!"']$``).

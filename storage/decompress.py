@@ -87,6 +87,10 @@ class StreamInflater:
             if not pending:
                 pending = self._read(1 << 16)
                 if not pending:
+                    # A call capped at ``chunk`` may leave output inside zlib with no input left to push it out
+                    # (up to ~258 bytes): drain it, or a truncated file loses the end of its last whole record.
+                    while not inflater.eof and (held := inflater.decompress(b"", self.chunk)):
+                        yield held
                     self._end(inflater.eof)
                     return
             if inflater.eof:  # the next member of a multi-member file

@@ -370,8 +370,9 @@ def test_runs_of_newlines_split_as_re_split_does() -> None:
 def test_c4_lines_agree_with_datatrove_on_every_line_rule() -> None:
     """C4 alone against datatrove's ``C4QualityFilter`` on documents made of lines that each trip one line rule
     (lorem ipsum, javascript, curly bracket, policy, citations, a word over 1,000 characters, no terminal
-    punctuation, an ellipsis, too few words) in every order: the same verdicts, and the same rewritten text for
-    the documents kept. Each check only sees the lines the earlier ones kept, so the order matters."""
+    punctuation, an ellipsis, too few words; sentences joined by no-break or ideographic spaces) in every order:
+    the same verdicts, and the same rewritten text for the documents kept. Each check only sees the lines the
+    earlier ones kept, so the order matters."""
     from datatrove.data import Document
     from datatrove.pipeline.filters import C4QualityFilter
 
@@ -379,7 +380,9 @@ def test_c4_lines_agree_with_datatrove_on_every_line_rule() -> None:
                  "See the privacy policy here.", "A line with a citation [1] that ends.", "x" * 1200 + " long word.",
                  "[edit] Another one with [citation needed].", "Short.", "Three words here.", "Ends with ellipsis...",
                  "A normal sentence. Another one! And a question?", "  spaced  line  .  ", "word " * 300 + "end.",
-                 '"Quoted ending."', "{curly} lorem ipsum both.", "javascript {", "No terminal punct"]  # fmt: skip
+                 '"Quoted ending."', "{curly} lorem ipsum both.", "javascript {", "No terminal punct",
+                 *(sep.join(f"The river number {k} runs to the sea." for k in range(3)) for sep in "\xa0\u3000\u2003")
+                 ]  # fmt: skip
     rng = random.Random(1)
     texts = ["\n".join(rng.choices(fragments, k=rng.randint(1, 9))) + rng.choice(["", "\n", "\r\n"])
              for _ in range(2000)]  # fmt: skip
