@@ -41,7 +41,7 @@ POLICY = r"terms of use|privacy policy|cookie policy|uses cookies|use of cookies
 #: A sentence ends at its punctuation (and closing quotes or brackets) before white space, as Python sees it
 #: (RE2's \s alone is ASCII: sentences joined by a no-break or an ideographic space were one), or the line's end.
 SENTENCE_END = r"[.!?…։؟۔।॥。！？]+[\"'”’)\]]*(?:[\s\p{Z}\x{1c}-\x{1f}\x{85}]|$)"
-#: The characters ``str.strip()`` removes (``str.isspace``), for Arrow's trims: its own whitespace is not Python's.
+#: The characters ``str.strip()`` removes (``str.isspace``; U+3000 is the last of them), for Arrow's trims.
 PY_SPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 #: What a line must end with to stay in C4 (``[.?!"']$``).
 TERMINAL_CHARS = pa.array([".", "?", "!", '"', "'"])
