@@ -18,6 +18,7 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -147,6 +148,20 @@ def run(
     return row
 
 
+def best_of(rows: dict, times: int, runs: dict[str, Callable[[], dict]]) -> None:
+    """Each run ``times`` times, in turns; ``rows[name]`` is its fastest."""
+    for _ in range(times):
+        for name, once in runs.items():
+            row = once()
+            if name not in rows or row["text_mb_per_s"] > rows[name]["text_mb_per_s"]:
+                rows[name] = row
+
+
+def slower(rows: dict, name: str, than: str) -> float:
+    """How many times longer ``name`` took than ``than`` on the same text (from the rates: the seconds are rounded)."""
+    return rows[than]["text_mb_per_s"] / rows[name]["text_mb_per_s"]
+
+
 def warm_up_workers(client: Client, out: Path) -> None:
     """Workers load the tokenizer on text of their own (generated sentences): fastokens caches the pieces it has
     encoded, so the measured jobs meet their text first, on the footing of raw fastokens' fresh tokenizer."""
@@ -188,14 +203,15 @@ def main() -> None:
         # The shapes compare with each other on a tokenizer that knows the text (the first pass over it is the
         # documents job's measure, above): one unmeasured pass puts the .jsonl.zst, first below, on that footing.
         run(client, "text-warm-up", shapes["sixteen"], args.out, DOCUMENTS, text_mb, ["megatron"])
-        for name, shape in (("one_zst", "one_zst"), ("one_jsonl", "one_jsonl"), ("sixteen", "sixteen"),
-                            ("parquet", "parquet")):  # fmt: skip
-            rows[name] = run(client, name, shapes[shape], args.out, TOKENIZE, text_mb)
+        # Shapes that are compared with each other run in turns, twice (three times for the 1-second small-file
+        # runs), and each keeps its fastest: single runs here varied by 10-25%, enough to swing a ratio by 0.5.
+        best_of(rows, 2, {name: lambda c=client, n=name: run(c, n, shapes[n], args.out, TOKENIZE, text_mb)
+                          for name in ("one_zst", "one_jsonl", "sixteen", "parquet")})  # fmt: skip
         # The short-document text is new to the workers: one unmeasured run caches its pieces in both workers'
-        # tokenizers, so neither of the two measured runs pays for the first encounter (the first paid 0.2-0.4 s).
+        # tokenizers, so no measured run pays for the first encounter (the first paid 0.2-0.4 s).
         run(client, "small-warm-up", shapes["small_one"], args.out, TOKENIZE, small_mb)
-        rows["small"] = run(client, "small", shapes["small"], args.out, TOKENIZE, small_mb)
-        rows["small_one"] = run(client, "small_one", shapes["small_one"], args.out, TOKENIZE, small_mb)
+        best_of(rows, 3, {name: lambda c=client, n=name: run(c, n, shapes[n], args.out, TOKENIZE, small_mb)
+                          for name in ("small", "small_one")})  # fmt: skip
         pretrain_mb = args.pretrain_mb or text_mb / 4
         pretrain = data / f"pretrain-{pretrain_mb:g}"
         if not pretrain.exists():
@@ -212,8 +228,8 @@ def main() -> None:
         "pretrain peak RSS <= 3 GiB": rows["pretrain"]["peak_rss_gib"] <= 3 * gib,
         "cores busy >= 1.7 (one parquet)": rows["parquet"]["cores_busy"] >= 1.7,
         "cores busy >= 1.7 (one jsonl)": rows["one_jsonl"]["cores_busy"] >= 1.7,
-        "one big file within 1.2x of 16 files": rows["one_jsonl"]["seconds"] <= 1.2 * rows["sixteen"]["seconds"],
-        "5,000 small files within 1.5x of one file": rows["small"]["seconds"] <= 1.5 * rows["small_one"]["seconds"],
+        "one big file within 1.2x of 16 files": slower(rows, "one_jsonl", "sixteen") <= 1.2,
+        "5,000 small files within 1.5x of one file": slower(rows, "small", "small_one") <= 1.5,
         "driver CPU <= 2 ms per input file": rows["small"]["driver_cpu_s"] / args.small <= 0.002,
         "tokenize job (documents) >= 40% of raw fastokens": rows["documents"]["text_mb_per_s"] >= 0.4 * raw,
     }
@@ -221,9 +237,9 @@ def main() -> None:
                       "documents_job_first_passes_mb_per_s": [row["text_mb_per_s"] for row in firsts],
                       "documents_job_share_of_raw": round(rows["documents"]["text_mb_per_s"] / raw, 2),
                       "packed_job_share_of_raw": round(rows["sixteen"]["text_mb_per_s"] / raw, 2),
-                      "one_file_vs_16": round(rows["one_jsonl"]["seconds"] / rows["sixteen"]["seconds"], 2),
-                      "zst_vs_16": round(rows["one_zst"]["seconds"] / rows["sixteen"]["seconds"], 2),
-                      "small_vs_one": round(rows["small"]["seconds"] / rows["small_one"]["seconds"], 2),
+                      "one_file_vs_16": round(slower(rows, "one_jsonl", "sixteen"), 2),
+                      "zst_vs_16": round(slower(rows, "one_zst", "sixteen"), 2),
+                      "small_vs_one": round(slower(rows, "small", "small_one"), 2),
                       "driver_ms_per_file": round(1000 * rows["small"]["driver_cpu_s"] / args.small, 2)}))  # fmt: skip
     for target, met in targets.items():
         print(f"{'met ' if met else 'MISS'}  {target}")
