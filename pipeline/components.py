@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import dask.dataframe as dd
 import pandas as pd
-from distributed import Client, wait
 
+from pipeline.frame_runs import FrameRun
 from stages.components import empty_edges, large_star_part, oriented, small_star_part, symmetric
 
 EDGES_META = empty_edges()
@@ -37,37 +37,27 @@ class Rounds:
 
 
 def connected_components(
-    client: Client, edges: dd.DataFrame, partitions: int, on_round: Callable[[int, float], None] | None = None
+    run: FrameRun, edges: dd.DataFrame, partitions: int, on_round: Callable[[int, float], None] | None = None
 ) -> tuple[dd.DataFrame, Rounds]:
     """``edges`` (columns ``u``, ``v``: int64 node labels) → ``(node, root)`` for every node that is not the
-    smallest of its component, ``root`` being that smallest label, persisted on the workers; and the rounds'
+    smallest of its component, ``root`` being that smallest label, persisted by ``run``; and the rounds'
     cost. ``partitions``: how many partitions each shuffle makes (the edges' memory per task follows it)."""
     rounds = Rounds()
-    current = persisted(client, edges[["u", "v"]].map_partitions(_distinct, meta=EDGES_META))
-    rounds.edges = int(client.compute(current.map_partitions(len).sum()).result())
+    current = run.persist(edges[["u", "v"]].map_partitions(_distinct, meta=EDGES_META))
+    rounds.edges = int(run.compute([current.map_partitions(len).sum()])[0])
     while True:
         start = time.perf_counter()
         adjacent = current.map_partitions(symmetric, meta=EDGES_META).shuffle("u", npartitions=partitions)
         large = adjacent.map_partitions(large_star_part, meta=EDGES_META)
         down = large.map_partitions(oriented, meta=EDGES_META).shuffle("u", npartitions=partitions)
-        current = persisted(client, down.map_partitions(small_star_part, meta=EDGES_META))
+        current = run.persist(down.map_partitions(small_star_part, meta=EDGES_META))
         rounds.seconds.append(time.perf_counter() - start)
         if on_round is not None:
             on_round(len(rounds.seconds), rounds.seconds[-1])
-        if _is_star_forest(client, current, partitions):
+        if _is_star_forest(run, current, partitions):
             return current.rename(columns={"u": "node", "v": "root"}), rounds
         if len(rounds.seconds) >= MAX_ROUNDS:
             raise ComponentsError(f"connected components did not converge in {MAX_ROUNDS} rounds")
-
-
-def persisted(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
-    """``frame`` persisted, once its tasks are done. The next expression is built only then: on Python 3.11 a
-    ``functools.cached_property`` holds one lock per property for every object, and dask-expr planning a frame in
-    this thread while the in-process scheduler's offload thread still materialises the last graph deadlocked
-    (each held the lock the other needed; ``refinery run`` hung with every process idle)."""
-    frame = client.persist(frame)
-    wait(frame)
-    return frame
 
 
 def _distinct(edges: pd.DataFrame) -> pd.DataFrame:
@@ -75,12 +65,12 @@ def _distinct(edges: pd.DataFrame) -> pd.DataFrame:
     return edges.drop_duplicates(ignore_index=True).astype({"u": "int64", "v": "int64"})
 
 
-def _is_star_forest(client: Client, edges: dd.DataFrame, partitions: int) -> bool:
+def _is_star_forest(run: FrameRun, edges: dd.DataFrame, partitions: int) -> bool:
     """``stages.components.is_star_forest`` over the whole graph: no parent is also a child, and no child has
     two parents (a shuffle by node for each)."""
     parents = edges[["v"]].rename(columns={"v": "node"}).drop_duplicates(split_out=partitions)
     children = edges[["u"]].rename(columns={"u": "node"})
     both = parents.merge(children, on="node", how="inner", npartitions=partitions)
     per_child = edges.drop_duplicates(split_out=partitions).groupby("u").size(split_out=partitions)
-    counts = client.compute([both.map_partitions(len).sum(), (per_child > 1).sum()])
-    return all(int(c) == 0 for c in client.gather(counts))
+    counts = run.compute([both.map_partitions(len).sum(), (per_child > 1).sum()])
+    return all(int(c) == 0 for c in counts)

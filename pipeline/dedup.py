@@ -5,6 +5,8 @@ by key into candidate edges, each candidate meets its two signatures in joins, a
 components come from rounds of shuffles (``pipeline.components``). A graph of at most ``ONE_TASK_EDGES`` edges
 (bounded, whatever the corpus) is clustered in one task instead: the rounds' scheduling would cost more than the
 work. Each partition's decisions are written by the task holding them; the partition tasks apply them.
+A step whose shuffles are one partition each (at most ``DOCUMENTS_PER_PARTITION`` documents) runs as one task
+that computes the same frames with Dask's synchronous scheduler (``pipeline.frame_runs``).
 See ``pipeline.dedup_graph`` for the frames.
 """
 
@@ -24,7 +26,7 @@ import pyarrow.parquet as pq
 from dask import delayed
 from distributed import Client
 
-from pipeline.components import connected_components, persisted
+from pipeline.components import connected_components
 from pipeline.dedup_graph import (
     LABELS_META,
     decisions,
@@ -33,6 +35,7 @@ from pipeline.dedup_graph import (
     verified,
 )
 from pipeline.dedup_keys import INDEX_PARTITION_BASE, KeysPart, index_rows
+from pipeline.frame_runs import FrameRun, InThisThread, OnCluster
 from pipeline.partition import PartitionPlan
 from pipeline.segments import Segment, SegmentState, barrier_configs, work_url
 from pipeline.waiting import gather_cancellable
@@ -97,6 +100,7 @@ def _write_decisions(decided: pd.DataFrame, spec: WorkflowSpec, segment: int) ->
         if partition < 0:
             continue
         table = pa.Table.from_pandas(rows.drop(columns=["partition"]), schema=DECISIONS_SCHEMA, preserve_index=False)
+        table = table.replace_schema_metadata()  # pandas' dtypes differ by path (P2P or not), the values do not
         _write_table(table.sort_by("order"), decisions_url(spec, segment, int(partition)))
         written.append(int(partition))
     return pd.DataFrame({"partition": pd.Series(written, dtype="int64")})
@@ -121,15 +125,17 @@ def compute_decisions(
     plans: list[PartitionPlan],
     cancelled: Callable[[], bool] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    on_start: Callable[[set[str]], None] | None = None,
 ) -> None:
     """Run the barrier before ``segment`` and write one decisions file per partition, then a success marker.
-    ``on_phase(text)`` hears each sub-step (keys read, shuffles and clusters, decisions written)."""
+    ``on_phase(text)`` hears each sub-step (keys read, shuffles and clusters, decisions written); ``on_start``
+    hears, once the step is under way, which workers it keeps busy alone (none: it may use every worker)."""
     done = join(posixpath.dirname(decisions_url(spec, segment.index, 0)), "_SUCCESS")
     if exists(done) and read_bytes(done, real=True).decode() == spec.fingerprint():
         return
     # Signatures travel as bytes; Dask must not turn object columns into (UTF-8) strings.
     with dask.config.set({"dataframe.convert-string": False}):
-        _compute_decisions(client, spec, segment, plans, cancelled, on_phase or (lambda _: None))
+        _compute_decisions(client, spec, segment, plans, cancelled, on_phase or _ignore, on_start or _ignore)
     write_bytes_atomic(done, spec.fingerprint().encode())
 
 
@@ -137,12 +143,13 @@ def compute_decisions(
 #: 50 MB, their signatures 110 MB. The count depends on the input only, so the step's files are the same on any
 #: cluster (and its answers on any partitioning: every step is a function of sets).
 DOCUMENTS_PER_PARTITION = 250_000
-#: Shuffles of one partition use Dask's task-based shuffle: P2P's fixed cost (about 0.3 s a shuffle, and the
-#: step has about fifteen) dominated small jobs (a test's two small steps went from 11 s to 28 s with it), and one
-#: partition is bounded by ``DOCUMENTS_PER_PARTITION`` anyway. Wider ones use P2P, which stages the shuffled rows
-#: on the workers' disks: a task-based shuffle may hold every piece of its input in memory at once, so a worker's
-#: memory would follow the corpus.
-TASK_SHUFFLE_PARTITIONS = 1
+#: A step whose shuffles make this many partitions runs as one task, its frames computed by Dask's synchronous
+#: scheduler with task-based shuffles: its 300-odd tasks of milliseconds cost 1.0-1.7 s of scheduling on the
+#: cluster, more than their work, and its memory is bounded by ``DOCUMENTS_PER_PARTITION`` either way. Wider steps
+#: run on the cluster with P2P shuffles, which stage the shuffled rows on the workers' disks: a task-based shuffle
+#: may hold every piece of its input in memory at once, so a worker's memory would follow the corpus (and P2P's
+#: fixed cost, about 0.3 s a shuffle, is small next to their work).
+ONE_TASK_PARTITIONS = 1
 
 
 def shuffle_partitions(documents: int) -> int:
@@ -156,6 +163,10 @@ def _index_documents(minhash: MinHashDedupConfig | None) -> int:
     return int(json.loads(read_bytes(join(minhash.index, "_INDEX.json"), real=True)).get("documents", 0))
 
 
+def _ignore(_: object) -> None:
+    pass
+
+
 def _compute_decisions(
     client: Client,
     spec: WorkflowSpec,
@@ -163,6 +174,7 @@ def _compute_decisions(
     plans: list[PartitionPlan],
     cancelled: Callable[[], bool] | None,
     on_phase: Callable[[str], None],
+    on_start: Callable[[set[str]], None],
 ) -> None:
     step = "+".join(s.stage for s in segment.barrier)
     _, minhash = barrier_configs(segment.barrier)
@@ -180,8 +192,30 @@ def _compute_decisions(
         on_phase(f"{step}: no document reached the step")
         return
     width = shuffle_partitions(documents + _index_documents(minhash))
-    with dask.config.set({"dataframe.shuffle.method": "tasks" if width <= TASK_SHUFFLE_PARTITIONS else "p2p"}):
-        _decide_in_frames(client, spec, segment, plans, _StepKeys(parts, old, width), cancelled, on_phase)
+    keys = _StepKeys(parts, old, width)
+    if width <= ONE_TASK_PARTITIONS:
+        on_phase(f"{step}: {documents} documents, every shuffle one partition: the step runs as one task")
+        worker = min(client.scheduler_info(n_workers=-1)["workers"])  # named, so the others can be told apart
+        task = client.submit(_decide_in_one_task, spec, segment, plans, keys, ONE_TASK_EDGES, pure=False,
+                             workers=[worker], allow_other_workers=True)  # fmt: skip
+        on_start(set())
+        on_phase(gather_cancellable(client, [task], cancelled, what)[0])
+        return
+    on_start(set())
+    with dask.config.set({"dataframe.shuffle.method": "p2p"}):
+        _decide_in_frames(OnCluster(client, cancelled, what), spec, segment, plans, keys, ONE_TASK_EDGES, on_phase)
+
+
+def _decide_in_one_task(
+    spec: WorkflowSpec, segment: Segment, plans: list[PartitionPlan], keys: _StepKeys, one_task_edges: int
+) -> str:
+    """Runs on a worker: the step's frames computed here by Dask's synchronous scheduler
+    (``pipeline.frame_runs.InThisThread``). Returns the last phase's text."""
+    phases: list[str] = []
+    settings = {"dataframe.convert-string": False, "dataframe.shuffle.method": "tasks", "scheduler": "sync"}
+    with dask.config.set(settings):
+        _decide_in_frames(InThisThread(), spec, segment, plans, keys, one_task_edges, phases.append)
+    return phases[-1]
 
 
 @dataclass(frozen=True)
@@ -199,31 +233,30 @@ class _StepKeys:
 
 
 def _decide_in_frames(
-    client: Client,
+    run: FrameRun,
     spec: WorkflowSpec,
     segment: Segment,
     plans: list[PartitionPlan],
     keys: _StepKeys,
-    cancelled: Callable[[], bool] | None,
+    one_task_edges: int,
     on_phase: Callable[[str], None],
 ) -> None:
-    step, what = "+".join(s.stage for s in segment.barrier), f"{spec.name} (dedup step)"
+    step = "+".join(s.stage for s in segment.barrier)
     exact, minhash = barrier_configs(segment.barrier)
     parts, width = keys.parts, keys.width
     stats = _GraphStats()
     on_phase(f"{step}: candidate pairs from the keys of {len(parts)} batches")
-    graph = _verified_graph(client, parts, exact is not None, minhash, width, stats, what, cancelled)
+    graph = _verified_graph(run, parts, exact is not None, minhash, width, stats)
     on_phase(f"{step}: {stats.candidates} candidate pairs, {stats.edges} verified; clustering")
-    labels = _components(
-        client, graph, width, stats, lambda r, t: on_phase(f"{step}: components, round {r} ({t:.1f} s)")
-    )
+    on_round = lambda r, t: on_phase(f"{step}: components, round {r} ({t:.1f} s)")  # noqa: E731
+    labels = _components(run, graph, width, stats, one_task_edges, on_round)
     decided = decisions(labels, graph, parts, minhash is not None, width)
     written = decided.shuffle("partition", npartitions=width).map_partitions(
         _write_decisions, spec, segment.index, meta=pd.DataFrame({"partition": pd.Series(dtype="int64")})
     )
-    done = set(gather_cancellable(client, [client.compute(written)], cancelled, what)[0]["partition"].tolist())
+    done = set(run.compute([written])[0]["partition"].tolist())
     empty = [plan.index for plan in plans if plan.index not in done]
-    gather_cancellable(client, [client.submit(_write_empty_decisions, spec, segment.index, empty)], cancelled, what)
+    run.compute([delayed(_write_empty_decisions)(spec, segment.index, empty)])
     write_bytes_atomic(join(spec.output.url, "dedup", _graph_file(segment.index)), stats.dump())
     if minhash is None:
         on_phase(f"{step}: decisions written for {len(plans)} partitions")
@@ -235,7 +268,7 @@ def _decide_in_frames(
         for k, part in enumerate(keys.own)
     ]  # fmt: skip
     writes += [delayed(_copy_index_part)(part.url, staging) for part in keys.old]
-    counts = gather_cancellable(client, client.compute(writes), cancelled, what)
+    counts = run.compute(writes)
     commit_index(staging, join(spec.output.url, "dedup", "index"), minhash, sum(counts))
     on_phase(f"{step}: decisions written for {len(plans)} partitions, index of {sum(counts)} documents")
 
@@ -261,44 +294,47 @@ def _graph_file(segment: int) -> str:
 
 
 def _verified_graph(
-    client: Client,
+    run: FrameRun,
     parts: list[KeysPart],
     exact: bool,
     minhash: MinHashDedupConfig | None,
     width: int,
     stats: _GraphStats,
-    what: str,
-    cancelled: Callable[[], bool] | None,
 ) -> dd.DataFrame:
-    """The verified edges, persisted on the workers (a row per duplicate pair). The signatures they are verified
+    """The verified edges, persisted by ``run`` (a row per duplicate pair). The signatures they are verified
     with are read from the keys files by the join, never held: they are the size of the corpus."""
-    # Each piece is persisted, and done, before the next expression is built (see ``persisted``).
+    # Each piece is persisted, and done, before the next expression is built (see ``OnCluster.persist``).
     pieces: list[dd.DataFrame] = []
     if exact:
-        pieces.append(persisted(client, exact_candidates(parts, width)))
+        pieces.append(run.persist(exact_candidates(parts, width)))
     if minhash is not None:
-        candidates = persisted(client, near_candidates(parts, minhash, width))
-        pieces.append(persisted(client, verified(candidates, parts, minhash.threshold, width)))
-    graph = persisted(client, dd.concat(pieces)) if len(pieces) > 1 else pieces[0]
+        candidates = run.persist(near_candidates(parts, minhash, width))
+        pieces.append(run.persist(verified(candidates, parts, minhash.threshold, width)))
+    graph = run.persist(dd.concat(pieces)) if len(pieces) > 1 else pieces[0]
     counts = [graph.map_partitions(len).sum()]
     if minhash is not None:
         counts.append(candidates.map_partitions(len).sum())
     if exact:
         counts.append(graph[graph["kind"] == "exact"].map_partitions(len).sum())
-    got = gather_cancellable(client, client.compute(counts), cancelled, what)
+    got = run.compute(counts)
     stats.edges = int(got[0])
     stats.candidates = int(sum(got[1:]))
     return graph
 
 
 def _components(
-    client: Client, graph: dd.DataFrame, width: int, stats: _GraphStats, on_round: Callable[[int, float], None]
+    run: FrameRun,
+    graph: dd.DataFrame,
+    width: int,
+    stats: _GraphStats,
+    one_task_edges: int,
+    on_round: Callable[[int, float], None],
 ) -> dd.DataFrame:
     edges = graph[["a", "b"]].rename(columns={"a": "u", "b": "v"})
-    if stats.edges <= ONE_TASK_EDGES:  # bounded by the constant, not by the corpus
+    if stats.edges <= one_task_edges:  # bounded by the constant, not by the corpus
         together = delayed(pd.concat)(edges.to_delayed())
         return dd.from_delayed([delayed(components_in_memory)(together)], meta=LABELS_META, verify_meta=False)
-    labels, rounds = connected_components(client, edges, width, on_round)
+    labels, rounds = connected_components(run, edges, width, on_round)
     stats.one_task, stats.rounds, stats.round_seconds = False, len(rounds.seconds), tuple(rounds.seconds)
     return labels
 

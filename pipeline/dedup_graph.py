@@ -46,21 +46,29 @@ DECIDED_META = pd.DataFrame(
 
 
 def frame(
-    parts: list[KeysPart], name: str, meta: pd.DataFrame, minhash: MinHashDedupConfig | None = None
+    parts: list[KeysPart], name: str, meta: pd.DataFrame, partitions: int, minhash: MinHashDedupConfig | None = None
 ) -> dd.DataFrame:
     """One table of every keys part's ``name`` rows (``pipeline.dedup_keys.read_keys``), each part read from its
-    file by the task that needs it."""
+    file by the task that needs it. For a step of one partition (``partitions``), one task reads every part: the
+    shuffle would have gathered them anyway, and one piece instead of one per batch removes most of the step's
+    tasks (each shuffle splits and concatenates every piece)."""
+    if partitions == 1:
+        return dd.from_delayed([delayed(_read_all)(parts, name, minhash)], meta=meta, verify_meta=False)
     return dd.from_delayed([delayed(read_keys)(p, name, minhash) for p in parts], meta=meta, verify_meta=False)
 
 
+def _read_all(parts: list[KeysPart], name: str, minhash: MinHashDedupConfig | None) -> pd.DataFrame:
+    return pd.concat([read_keys(p, name, minhash) for p in parts], ignore_index=True)
+
+
 def exact_candidates(parts: list[KeysPart], partitions: int) -> dd.DataFrame:
-    keys = frame(parts, "exact", EXACT_META).shuffle("high", npartitions=partitions)
+    keys = frame(parts, "exact", EXACT_META, partitions).shuffle("high", npartitions=partitions)
     return keys.map_partitions(exact_edges, meta=EDGES_META)
 
 
 def near_candidates(parts: list[KeysPart], minhash: MinHashDedupConfig, partitions: int) -> dd.DataFrame:
     """Distinct star edges of every LSH bucket (a pair sharing several bands is one candidate)."""
-    bands = frame(parts, "bands", BANDS_META, minhash).shuffle("bucket", npartitions=partitions)
+    bands = frame(parts, "bands", BANDS_META, partitions, minhash).shuffle("bucket", npartitions=partitions)
     edges = bands.map_partitions(bucket_edges, meta=EDGES_META)
     return edges.drop_duplicates(subset=["a", "b"], split_out=partitions)
 
@@ -71,8 +79,8 @@ def verified(candidates: dd.DataFrame, parts: list[KeysPart], threshold: float, 
 
     Each join reads the signatures from the keys files itself: one frame feeding both shuffles would keep every
     part read for the first until the second had taken it, the size of the corpus in memory."""
-    side_a = frame(parts, "sigs", SIGS_META).rename(columns={"order": "a", "sig": "sig_a"})
-    side_b = frame(parts, "sigs", SIGS_META).rename(columns={"order": "b", "sig": "sig_b"})
+    side_a = frame(parts, "sigs", SIGS_META, partitions).rename(columns={"order": "a", "sig": "sig_a"})
+    side_b = frame(parts, "sigs", SIGS_META, partitions).rename(columns={"order": "b", "sig": "sig_b"})
     joined = candidates.merge(side_a, on="a", how="inner", npartitions=partitions)
     joined = joined.merge(side_b, on="b", how="inner", npartitions=partitions)
     return joined.map_partitions(_similar, threshold, meta=EDGES_META)
@@ -101,11 +109,13 @@ def decisions(
     later = graph.loc[graph["kind"] == "exact", ["b"]].rename(columns={"b": "node"})
     later = later.drop_duplicates(split_out=partitions).assign(exact=True)
     members = members.merge(later, on="node", how="left", npartitions=partitions)
-    documents = frame(parts, "documents", DOCUMENTS_META) if minhash else frame(parts, "ids", IDS_META)
+    documents = (
+        frame(parts, "documents", DOCUMENTS_META, partitions) if minhash else frame(parts, "ids", IDS_META, partitions)
+    )
     kept = documents.rename(columns={"order": "root", "id": "kept_id", "sig": "sig_root"})
     members = members.merge(kept, on="root", how="left", npartitions=partitions)
     if minhash:
-        own = frame(parts, "sigs", SIGS_META).rename(columns={"order": "node", "sig": "sig_node"})
+        own = frame(parts, "sigs", SIGS_META, partitions).rename(columns={"order": "node", "sig": "sig_node"})
         members = members.merge(own, on="node", how="left", npartitions=partitions)
     return members.map_partitions(decision_rows, meta=DECIDED_META)
 

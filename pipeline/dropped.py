@@ -40,6 +40,10 @@ DROPPED_SCHEMA = pa.schema(
     ]
 )
 CAPPED_MARKER = "_CAPPED"
+#: A job of at most this many splits cuts its sample in one task: the tree of merges and the cuts are about three
+#: tasks of milliseconds a split (0.15 s of scheduling for ten splits), and what one task holds is the ids and
+#: hashes of at most the cap per reason per split.
+ONE_TASK_SPLITS = 32
 
 
 def dropped_rows(gone: pa.Table, reasons: pa.Array, stage: str) -> pa.Table:
@@ -127,15 +131,34 @@ def cap_dropped(
         write_bytes_atomic(join(out.url, "dropped", CAPPED_MARKER), spec.fingerprint().encode())
         return
     urls = [join(out.url, "dropped", f"{plan.name}.parquet") for plan in plans]
-    level = [delayed(_keys)(url) for url in urls]
-    while len(level) > 1:  # a tree of merges: each task holds at most two samples
-        level = [delayed(_lowest)(out.dropped_sample, *level[k : k + 2]) for k in range(0, len(level), 2)]
     what = f"{spec.name} (dropped-text sample)"
-    [sample] = gather_cancellable(client, client.compute(level), cancelled, what) if level else [None]
-    thresholds: dict[str, tuple[int, str]] = {}
-    if sample is not None:
-        sample = lowest_per_reason(sample, out.dropped_sample)
-        for reason, key, doc in zip(*(sample.column(c).to_pylist() for c in ("reason", "key", "id")), strict=True):
-            thresholds[reason] = (key, doc)  # sorted by key: the last one is the reason's largest kept
-    gather_cancellable(client, [client.submit(_cut, url, thresholds, pure=False) for url in urls], cancelled, what)
+    if len(urls) <= ONE_TASK_SPLITS:
+        task = client.submit(_cap_in_one_task, urls, out.dropped_sample, pure=False)
+        gather_cancellable(client, [task], cancelled, what)
+    else:
+        level = [delayed(_keys)(url) for url in urls]
+        while len(level) > 1:  # a tree of merges: each task holds at most two samples
+            level = [delayed(_lowest)(out.dropped_sample, *level[k : k + 2]) for k in range(0, len(level), 2)]
+        [sample] = gather_cancellable(client, client.compute(level), cancelled, what)
+        thresholds = _thresholds(sample, out.dropped_sample)
+        gather_cancellable(client, [client.submit(_cut, url, thresholds, pure=False) for url in urls], cancelled, what)
     write_bytes_atomic(join(out.url, "dropped", CAPPED_MARKER), spec.fingerprint().encode())
+
+
+def _thresholds(sample: pa.Table, cap: int) -> dict[str, tuple[int, str]]:
+    """Each reason's largest (key, id) in the job-wide sample of ``cap`` per reason."""
+    thresholds: dict[str, tuple[int, str]] = {}
+    sample = lowest_per_reason(sample, cap)
+    for reason, key, doc in zip(*(sample.column(c).to_pylist() for c in ("reason", "key", "id")), strict=True):
+        thresholds[reason] = (key, doc)  # sorted by key: the last one is the reason's largest kept
+    return thresholds
+
+
+def _cap_in_one_task(urls: list[str], cap: int) -> None:
+    """The merges and cuts of a job of few splits in one task: the keys of every split (at most ``cap`` rows per
+    reason each) in memory, then each file cut in turn."""
+    if not urls:
+        return
+    thresholds = _thresholds(pa.concat_tables([_keys(url) for url in urls]), cap)
+    for url in urls:
+        _cut(url, thresholds)

