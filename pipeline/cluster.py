@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
 import logging
 import os
 import threading
@@ -68,29 +69,50 @@ class OneTokenizerThread(WorkerPlugin):
         os.environ.setdefault(TOKENIZER_THREADS, "1")
 
 
-def preload_encoders(client: Client, stages: Iterable[StageBase], busy: set[str] = frozenset()) -> None:
-    """Start loading the tokenizer of ``stages`` on every worker but the ``busy`` ones, in a thread of its own,
-    and return at once. Called as a global step starts: its tasks are small, or it is one task on one worker
-    (``busy``), while the segment after it would otherwise begin with each worker loading the tokenizer (0.75 s
-    of CPU, outside the GIL) on its first task. A busy worker is left alone: on a machine with a core per worker
-    its loading thread would take the step's core (the one-task step ran 0.5 s slower beside it)."""
-    keys = {(s.tokenizer, s.backend, s.split_special_tokens) for s in stages if isinstance(s, TokenizeConfig)}
-    workers = [w for w in client.scheduler_info(n_workers=-1)["workers"] if w not in busy]
-    if keys and workers:
-        client.run(_load_in_background, sorted(keys), workers=workers)
+#: What a global step's task imports when it arrives on a worker.
+STEP_MODULES = ("pipeline.dedup",)
 
 
-def _load_in_background(keys: list[tuple[str, str, bool]]) -> None:
-    from stages.tokenize import load_encoder
+class WarmUp:
+    """Readies workers for a global step and the segment after it while they would otherwise wait: a thread on
+    each imports the step's module (Dask DataFrame: 0.26 s) and loads the segment's tokenizers (fastokens: 0.6-0.75
+    s of CPU, outside the GIL). Without it the step's task began by importing, and the segment by every worker
+    loading the tokenizer on its first task.
 
-    def load() -> None:
-        for key in keys:
-            try:
+    A worker starts when it falls idle at the tail of the segment before (:meth:`start_on`, from the runner), the
+    rest as the step starts. A step of one task runs on the worker that started first (:meth:`step_worker`): its
+    imports are likely done by then."""
+
+    def __init__(self, client: Client, stages: Iterable[StageBase], modules: tuple[str, ...] = STEP_MODULES) -> None:
+        self.client, self.modules = client, modules
+        self.keys = sorted({(s.tokenizer, s.backend, s.split_special_tokens) for s in stages
+                            if isinstance(s, TokenizeConfig)})  # fmt: skip
+        self.started: list[str] = []
+
+    def start_on(self, workers: Iterable[str]) -> None:
+        new = sorted(set(workers) - set(self.started))
+        if new:
+            self.client.run(_warm_up_in_background, self.modules, self.keys, workers=new)
+            self.started += new
+
+    def step_worker(self, workers: list[str]) -> str:
+        """Where a one-task step should run: the worker that started warming up first, if any did."""
+        return next((w for w in self.started if w in workers), min(workers))
+
+
+def _warm_up_in_background(modules: tuple[str, ...], keys: list[tuple[str, str, bool]]) -> None:
+    def warm_up() -> None:
+        try:
+            for module in modules:
+                importlib.import_module(module)
+            from stages.tokenize import load_encoder
+
+            for key in keys:
                 load_encoder(*key)
-            except Exception:  # the task that needs it loads it again and reports the error with its context
-                logging.getLogger(__name__).exception("preloading tokenizer %s failed", key[0])
+        except Exception:  # the task that needs it does it again and reports the error with its context
+            logging.getLogger(__name__).exception("warming up the worker failed")
 
-    threading.Thread(target=load, name="refinery-preload-encoder", daemon=True).start()
+    threading.Thread(target=warm_up, name="refinery-warm-up", daemon=True).start()
 
 
 class _MallInfo2(ctypes.Structure):

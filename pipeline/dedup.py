@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from dask import delayed
 from distributed import Client
 
+from pipeline.cluster import WarmUp
 from pipeline.components import connected_components
 from pipeline.dedup_graph import (
     LABELS_META,
@@ -125,17 +126,17 @@ def compute_decisions(
     plans: list[PartitionPlan],
     cancelled: Callable[[], bool] | None = None,
     on_phase: Callable[[str], None] | None = None,
-    on_start: Callable[[set[str]], None] | None = None,
+    warm_up: WarmUp | None = None,
 ) -> None:
     """Run the barrier before ``segment`` and write one decisions file per partition, then a success marker.
-    ``on_phase(text)`` hears each sub-step (keys read, shuffles and clusters, decisions written); ``on_start``
-    hears, once the step is under way, which workers it keeps busy alone (none: it may use every worker)."""
+    ``on_phase(text)`` hears each sub-step (keys read, shuffles and clusters, decisions written); ``warm_up``
+    readies the workers for the step and for ``segment`` as the step starts."""
     done = join(posixpath.dirname(decisions_url(spec, segment.index, 0)), "_SUCCESS")
     if exists(done) and read_bytes(done, real=True).decode() == spec.fingerprint():
         return
     # Signatures travel as bytes; Dask must not turn object columns into (UTF-8) strings.
     with dask.config.set({"dataframe.convert-string": False}):
-        _compute_decisions(client, spec, segment, plans, cancelled, on_phase or _ignore, on_start or _ignore)
+        _compute_decisions(client, spec, segment, plans, cancelled, on_phase or _ignore, warm_up)
     write_bytes_atomic(done, spec.fingerprint().encode())
 
 
@@ -174,7 +175,7 @@ def _compute_decisions(
     plans: list[PartitionPlan],
     cancelled: Callable[[], bool] | None,
     on_phase: Callable[[str], None],
-    on_start: Callable[[set[str]], None],
+    warm_up: WarmUp | None,
 ) -> None:
     step = "+".join(s.stage for s in segment.barrier)
     _, minhash = barrier_configs(segment.barrier)
@@ -195,13 +196,16 @@ def _compute_decisions(
     keys = _StepKeys(parts, old, width)
     if width <= ONE_TASK_PARTITIONS:
         on_phase(f"{step}: {documents} documents, every shuffle one partition: the step runs as one task")
-        worker = min(client.scheduler_info(n_workers=-1)["workers"])  # named, so the others can be told apart
+        workers = list(client.scheduler_info(n_workers=-1)["workers"])
+        worker = warm_up.step_worker(workers) if warm_up is not None else min(workers)
         task = client.submit(_decide_in_one_task, spec, segment, plans, keys, ONE_TASK_EDGES, pure=False,
                              workers=[worker], allow_other_workers=True)  # fmt: skip
-        on_start(set())
+        if warm_up is not None:
+            warm_up.start_on(workers)
         on_phase(gather_cancellable(client, [task], cancelled, what)[0])
         return
-    on_start(set())
+    if warm_up is not None:
+        warm_up.start_on(client.scheduler_info(n_workers=-1)["workers"])
     with dask.config.set({"dataframe.shuffle.method": "p2p"}):
         _decide_in_frames(OnCluster(client, cancelled, what), spec, segment, plans, keys, ONE_TASK_EDGES, on_phase)
 

@@ -20,7 +20,7 @@ import dask
 from dask.utils import format_bytes
 from distributed import Client, KilledWorker, get_worker
 
-from pipeline.cluster import OneTokenizerThread, ReleaseFreedMemory, local_cluster, preload_encoders
+from pipeline.cluster import OneTokenizerThread, ReleaseFreedMemory, WarmUp, local_cluster
 from pipeline.dedup import compute_decisions, load_decisions
 from pipeline.dropped import cap_dropped, dropped_capped
 from pipeline.partition import PartitionPlan
@@ -177,16 +177,17 @@ def run_workflow(
             JobProgress(spec.name, steps, total, show_progress, hooks.on_progress) as progress,
         ):
             plans = number_lines(client, spec, plans, hooks.cancelled)
-            for segment in segments:
+            warm_up: WarmUp | None = None
+            for k, segment in enumerate(segments):
                 if segment.barrier:
-                    preload = partial(preload_encoders, client, segment.stages)
-                    compute_decisions(client, spec, segment, plans, hooks.cancelled, progress.set_phase, preload)
+                    compute_decisions(client, spec, segment, plans, hooks.cancelled, progress.set_phase, warm_up)
                 pending = [p for p in plans if p.index not in finished and not segment_done(spec, segment, p)]
                 for plan in plans:  # what a resumed job finished before counts as done
                     if plan not in pending:
                         for step in segment.steps:
                             progress.advance(step, sum(plan.sizes))
-                _run_segment(client, spec, segment, pending, progress, hooks)
+                warm_up = WarmUp(client, segments[k + 1].stages) if k + 1 < len(segments) else None
+                _run_segment(client, spec, segment, pending, progress, hooks, warm_up)
             reports = [_report(spec, p) for p in plans]
             progress.set_phase("dropped text: the job-wide sample")
             cap_dropped(client, spec, plans, [r.dropped for r in reports], hooks.cancelled)
@@ -216,8 +217,10 @@ def _run_segment(
     plans: list[PartitionPlan],
     progress: JobProgress,
     hooks: JobHooks,
+    warm_up: WarmUp | None = None,
 ) -> None:
-    """One coarse task per split; progress arrives as worker events while the tasks run."""
+    """One coarse task per split; progress arrives as worker events while the tasks run. At the segment's tail,
+    workers left with nothing to run start readying for the next step and segment (``warm_up``)."""
     if not plans:
         return
     prefix = spec.task_prefix()
@@ -238,7 +241,14 @@ def _run_segment(
             futures.append(
                 client.submit(run_segment, plan, spec, segment.index, decisions, report_batch, key=key, retries=0)
             )
+        running = len(futures)
+        workers = len(client.scheduler_info(n_workers=-1)["workers"])
         for future in as_finished(client, futures, hooks.cancelled, spec.name):
+            running -= 1
+            # Nothing queued: a worker without a task stays idle until the segment ends (the last to finish starts
+            # with the step).
+            if warm_up is not None and 0 < running < workers:
+                warm_up.start_on(w for w, keys in client.processing().items() if not keys)
             if future.status == "error":
                 error = future.exception()
                 if isinstance(error, KilledWorker):

@@ -139,6 +139,35 @@ def test_local_workers_tokenize_on_one_thread_each() -> None:
     assert TOKENIZER_THREADS not in os.environ, "the driver's own tokenizer keeps its threads"
 
 
+def _warmed_up() -> tuple[bool, int]:  # runs on a worker
+    import importlib
+
+    loaded = importlib.import_module("stages.tokenize")._load_encoder.cache_info().currsize
+    return "tabnanny" in sys.modules, loaded
+
+
+def test_a_worker_warms_up_for_the_step_and_the_segment_after_it() -> None:
+    """``WarmUp``: a worker told to start imports the global step's module and loads the next segment's tokenizer
+    in the background; the others stay as they were, and a one-task step is placed on the first one warmed."""
+    from pipeline.cluster import WarmUp
+    from pipeline.runner import dask_client
+    from schemas.stages import PackConfig, TokenizeConfig
+
+    with dask_client(None, 2) as client:
+        first, second = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        # a module no worker imports otherwise stands for the step's (this test module imports pipeline.dedup)
+        warm_up = WarmUp(client, [TokenizeConfig(), PackConfig()], modules=("tabnanny",))
+        assert warm_up.step_worker([second, first]) == first, "none warmed: the first by name"
+        warm_up.start_on([second])
+        deadline = time.monotonic() + 60
+        while client.run(_warmed_up, workers=[second])[second] != (True, 1) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.run(_warmed_up) == {first: (False, 0), second: (True, 1)}
+        assert warm_up.step_worker([first, second]) == second
+        warm_up.start_on([first, second])  # each worker once
+        assert warm_up.started == [second, first]
+
+
 def test_killing_a_worker_mid_job_changes_nothing(
     cluster: Cluster, corpus_and_reference: tuple[Path, Path], tmp_path: Path
 ) -> None:
