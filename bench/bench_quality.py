@@ -1,10 +1,12 @@
-"""Quality filtering: Refinery's ``quality`` stage vs datatrove's four filters, same corpus, one run.
+"""Quality filtering: Refinery's ``quality`` stage vs datatrove's four filters, same corpus, one process.
 
 datatrove runs JsonlReader → GopherRepetitionFilter → GopherQualityFilter → C4QualityFilter →
 FineWebQualityFilter → JsonlWriter with LocalPipelineExecutor; Refinery runs ingest → quality → OUT/docs on Dask.
 Same worker count; words are split by spaCy in datatrove and by Refinery's Arrow rules here.
 
-    python bench/bench_quality.py [--corpus prose|code] [--size-mb 16] [--workers 2]
+    python bench/bench_quality.py [--corpus prose|code] [--size-mb 16] [--workers 2] [--repeats 3]
+
+Each side is the best of ``--repeats`` runs (Refinery's each on a fresh cluster), then one run on a warm cluster.
 
 ``prose`` (the default; these rules are made for prose) is the agreement test's corpus: package READMEs,
 licences and metadata from the environment and the Python reference manual, about 6 MB, written twice over
@@ -28,7 +30,7 @@ from bench_tokenize import text_mb
 from corpus import build, warm_up_corpus
 
 from pipeline.cluster import local_cluster
-from pipeline.runner import run_workflow
+from pipeline.runner import JobHooks, run_workflow
 from schemas.spec import WorkflowSpec, parse_spec
 
 HERE = Path(__file__).resolve().parent
@@ -59,32 +61,70 @@ def datatrove_filters(corpus: Path, out: Path, workers: int) -> float:
     return time.perf_counter() - start
 
 
+class PhaseClock:
+    """The seconds of each phase of a job (the runner's phases: each segment, the global step, the dropped-text
+    sample and the commit after it), from its progress hook."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+
+    def __call__(self, snapshot: dict) -> None:
+        label = (snapshot.get("phase") or "").split(":")[0]
+        if label and (not self.marks or self.marks[-1][0] != label):
+            self.marks.append((label, time.perf_counter()))
+
+    def seconds(self, start: float, end: float) -> dict[str, float]:
+        times = [start, *(t for _, t in self.marks[1:]), end] if self.marks else [start, end]
+        labels = [label for label, _ in self.marks] or ["job"]
+        return {label: round(b - a, 3) for label, a, b in zip(labels, times, times[1:], strict=False)}
+
+
+def best_of(repeats: int, run: Callable[[Path], float], out: Path) -> float:
+    """The fastest of ``repeats`` runs, each into a directory of its own: single runs of a few seconds vary by up to
+    ±8% here, so both sides of a ratio are the best of the same number of runs."""
+    return min(run(out / f"run-{k}") for k in range(repeats))
+
+
 def fresh_then_warm(
-    spec: Callable[[Path, Path], WorkflowSpec], corpus: Path, out: Path, workers: int
+    spec: Callable[[Path, Path], WorkflowSpec],
+    corpus: Path,
+    out: Path,
+    workers: int,
+    phases: dict | None = None,
+    repeats: int = 1,
 ) -> tuple[float, float, dict]:
     """Seconds of ``spec(input, output)`` over ``corpus`` on a fresh cluster (workers import the stage modules and
-    load the tokenizer and word rules), and on a warm one: another fresh cluster that first ran the same job on
-    text of its own (:func:`corpus.warm_up_corpus`), so its caches hold none of the measured text. Also the first
-    run's funnel."""
-    with local_cluster(workers) as cluster, Client(cluster):  # as `refinery run` starts it
-        start = time.perf_counter()
-        result = run_workflow(spec(corpus, out / "cold"), scheduler=cluster.scheduler_address, show_progress=False)
-        cold = time.perf_counter() - start
+    load the tokenizer and word rules; the best of ``repeats``, each on a cluster of its own), and on a warm one:
+    another fresh cluster that first ran the same job on text of its own (:func:`corpus.warm_up_corpus`), so its
+    caches hold none of the measured text. Also the first run's funnel; ``phases`` receives the seconds of each
+    phase of the fastest fresh run."""
+    runs = []
+    for k in range(repeats):
+        clock = PhaseClock()
+        with local_cluster(workers) as cluster, Client(cluster):  # as `refinery run` starts it
+            start = time.perf_counter()
+            result = run_workflow(spec(corpus, out / f"cold-{k}"), scheduler=cluster.scheduler_address,
+                                  show_progress=False, hooks=JobHooks(on_progress=clock))  # fmt: skip
+            seconds = time.perf_counter() - start
+        runs.append((seconds, clock.seconds(start, start + seconds), result.manifest.funnel.model_dump()))
+    cold, fastest, funnel = min(runs, key=lambda run: run[0])
+    if phases is not None:
+        phases.update(fastest)
     with local_cluster(workers) as cluster, Client(cluster):
         warm_up = spec(warm_up_corpus(out / "warm-up-input"), out / "warm-up")  # small splits: every worker
         warm_up.input.partition_bytes = 32 * 2**10  # runs every stage once
         run_workflow(warm_up, scheduler=cluster.scheduler_address, show_progress=False)
         start = time.perf_counter()
         run_workflow(spec(corpus, out / "warm"), scheduler=cluster.scheduler_address, show_progress=False)
-        return cold, time.perf_counter() - start, result.manifest.funnel.model_dump()
+        return cold, time.perf_counter() - start, funnel
 
 
-def refinery_quality(corpus: Path, out: Path, workers: int) -> tuple[float, float, dict]:
+def refinery_quality(corpus: Path, out: Path, workers: int, repeats: int = 1) -> tuple[float, float, dict]:
     def spec(source: Path, target: Path) -> WorkflowSpec:
         return parse_spec({"name": "bench-quality", "input": {"url": str(source)}, "output": {"url": str(target)},
                            "stages": [{"stage": "quality"}]})  # fmt: skip
 
-    return fresh_then_warm(spec, corpus, out, workers)
+    return fresh_then_warm(spec, corpus, out, workers, repeats=repeats)
 
 
 def speed_report(mb: float, workers: int, datatrove: float, cold: float, warm: float, funnel: dict) -> dict:
@@ -121,6 +161,7 @@ def main() -> None:
     parser.add_argument("--corpus", choices=["prose", "code"], default="prose")
     parser.add_argument("--size-mb", type=int, default=16, help="size of the code corpus")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs on each side")
     args = parser.parse_args()
     if args.corpus == "prose":
         corpus = prose_corpus(HERE / "data" / "prose")
@@ -129,8 +170,8 @@ def main() -> None:
     _, mb = text_mb(corpus)
     scratch = HERE / "results" / "scratch-quality"
     shutil.rmtree(scratch, ignore_errors=True)
-    dt = datatrove_filters(corpus, scratch / "datatrove", args.workers)
-    ours, warm, funnel = refinery_quality(corpus, scratch / "ours", args.workers)
+    dt = best_of(args.repeats, lambda out: datatrove_filters(corpus, out, args.workers), scratch / "datatrove")
+    ours, warm, funnel = refinery_quality(corpus, scratch / "ours", args.workers, args.repeats)
     shutil.rmtree(scratch, ignore_errors=True)
     report = {"corpus": args.corpus, **speed_report(mb, args.workers, dt, ours, warm, funnel)}
     for key, value in report.items():

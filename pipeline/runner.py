@@ -187,6 +187,7 @@ def run_workflow(
                         for step in segment.steps:
                             progress.advance(step, sum(plan.sizes))
                 warm_up = WarmUp(client, segments[k + 1].stages) if k + 1 < len(segments) else None
+                progress.set_phase(f"segment {k + 1} of {len(segments)}: {', '.join(segment.steps)}")
                 _run_segment(client, spec, segment, pending, progress, hooks, warm_up)
             reports = [_report(spec, p) for p in plans]
             progress.set_phase("dropped text: the job-wide sample")
