@@ -4,7 +4,8 @@ datatrove (0.10, LocalPipelineExecutor), as its docs chain it:
   JsonlReader → GopherRepetition → GopherQuality → C4Quality → FineWebQuality → JsonlWriter → MinhashDedupSignature;
   MinhashDedupBuckets; MinhashDedupCluster; JsonlReader → MinhashDedupFilter → DocumentTokenizer (DeepSeek).
 Refinery: ``quality → minhash_dedup → tokenize → pack: none`` (Megatron documents), a fresh cluster then a warm one.
-Each side is the best of ``--repeats`` runs (3; Refinery's each on a fresh cluster; the warm run once). Then the seconds of each phase of the fresh run (segments, dedup step, dropped-text sample and commit), and the time
+Each side is the best of ``--repeats`` runs (3; Refinery's each on a fresh cluster; the warm run once). Then the
+seconds of each phase of the fresh run (segments, dedup step, dropped-text sample and commit), and the time
 per stage of one batch of the same text on one core, in this process.
 
     python bench/bench_pretrain.py [--workers 2] [--repeats 3]
@@ -67,9 +68,9 @@ def refinery_chain(corpus: Path, out: Path, workers: int, phases: dict, repeats:
 
 
 def stage_seconds(corpus: Path, mb_limit: float = 4.0) -> dict[str, float]:
-    """Two batches of about ``mb_limit`` MB of distinct documents through each stage on one core: the first loads
-    the tokenizer and word rules (as a warm worker has them), the second, text this process has not seen, is
-    timed. (The corpus holds each document twice; its first half is every document once.)"""
+    """Two batches of distinct documents through each stage on one core: the first (about ``mb_limit`` MB) loads
+    the tokenizer and word rules (as a warm worker has them), the second, as many lines of text this process has
+    not seen (5.6 MB here), is timed. (The corpus holds each document twice; its first half is every document once.)"""
     from schemas.stages import MinHashDedupConfig, PackConfig, QualityConfig, TokenizeConfig
     from stages.minhash import signatures
     from stages.pack import frame_documents

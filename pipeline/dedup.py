@@ -202,7 +202,8 @@ def _compute_decisions(
                              workers=[worker], allow_other_workers=True)  # fmt: skip
         if warm_up is not None:
             warm_up.start_on(workers)
-        on_phase(gather_cancellable(client, [task], cancelled, what)[0])
+        for text in gather_cancellable(client, [task], cancelled, what)[0]:
+            on_phase(text)  # the sub-steps the task went through, heard once it is done
         return
     if warm_up is not None:
         warm_up.start_on(client.scheduler_info(n_workers=-1)["workers"])
@@ -212,14 +213,14 @@ def _compute_decisions(
 
 def _decide_in_one_task(
     spec: WorkflowSpec, segment: Segment, plans: list[PartitionPlan], keys: _StepKeys, one_task_edges: int
-) -> str:
+) -> list[str]:
     """Runs on a worker: the step's frames computed here by Dask's synchronous scheduler
-    (``pipeline.frame_runs.InThisThread``). Returns the last phase's text."""
+    (``pipeline.frame_runs.InThisThread``). Returns the text of each sub-step it went through."""
     phases: list[str] = []
     settings = {"dataframe.convert-string": False, "dataframe.shuffle.method": "tasks", "scheduler": "sync"}
     with dask.config.set(settings):
         _decide_in_frames(InThisThread(), spec, segment, plans, keys, one_task_edges, phases.append)
-    return phases[-1]
+    return phases
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def _decide_in_frames(
     step = "+".join(s.stage for s in segment.barrier)
     exact, minhash = barrier_configs(segment.barrier)
     parts, width = keys.parts, keys.width
-    stats = _GraphStats()
+    stats = _GraphStats(step_in_one_task=isinstance(run, InThisThread))
     on_phase(f"{step}: candidate pairs from the keys of {len(parts)} batches")
     graph = _verified_graph(run, parts, exact is not None, minhash, width, stats)
     on_phase(f"{step}: {stats.candidates} candidate pairs, {stats.edges} verified; clustering")
@@ -279,17 +280,21 @@ def _decide_in_frames(
 
 @dataclass
 class _GraphStats:
-    """``OUT/dedup/graph.json``: the size of the duplicate graph and what clustering it cost."""
+    """``OUT/dedup/graph.json``: the size of the duplicate graph and what clustering it cost. ``one_task``: the
+    components were found in one task (a graph of at most ``ONE_TASK_EDGES`` edges), not in rounds of shuffles;
+    ``step_in_one_task``: the whole step ran as one task (every shuffle one partition)."""
 
     candidates: int = 0
     edges: int = 0
     rounds: int = 0
     round_seconds: tuple[float, ...] = ()
     one_task: bool = True
+    step_in_one_task: bool = False
 
     def dump(self) -> bytes:
         record = {"candidate_pairs": self.candidates, "verified_edges": self.edges, "one_task": self.one_task,
-                  "rounds": self.rounds, "round_seconds": [round(t, 3) for t in self.round_seconds]}  # fmt: skip
+                  "step_in_one_task": self.step_in_one_task, "rounds": self.rounds,
+                  "round_seconds": [round(t, 3) for t in self.round_seconds]}  # fmt: skip
         return json.dumps(record, indent=1).encode()
 
 
