@@ -90,14 +90,23 @@ class WarmUp:
         self.started: list[str] = []
 
     def start_on(self, workers: Iterable[str]) -> None:
+        """Start the warm-up on ``workers`` (those not started yet) and return at once: the call to the workers
+        is made from a thread of its own, so a worker gone since it was listed (the scheduler tries it for 30 s)
+        neither holds up nor fails the job; it is logged."""
         new = sorted(set(workers) - set(self.started))
         if new:
-            self.client.run(_warm_up_in_background, self.modules, self.keys, workers=new)
+            threading.Thread(target=self._run, args=(new,), name="refinery-warm-up-call", daemon=True).start()
             self.started += new
 
+    def _run(self, workers: list[str]) -> None:
+        try:
+            self.client.run(_warm_up_in_background, self.modules, self.keys, workers=workers, on_error="return")
+        except Exception:  # an optimisation: the tasks load what they need themselves
+            logging.getLogger(__name__).warning("warming up workers %s failed", workers, exc_info=True)
+
     def step_worker(self, workers: list[str]) -> str:
-        """Where a one-task step should run: the worker that started warming up first, if any did."""
-        return next((w for w in self.started if w in workers), min(workers))
+        """Where a one-task step should run (``workers``: at least one): the first worker warmed, if any."""
+        return next((w for w in self.started if w in workers), None) or min(workers)
 
 
 def _warm_up_in_background(modules: tuple[str, ...], keys: list[tuple[str, str, bool]]) -> None:

@@ -43,7 +43,7 @@ from pipeline.waiting import gather_cancellable
 from schemas.spec import WorkflowSpec
 from schemas.stages import MinHashDedupConfig
 from stages.components import components_in_memory
-from storage.dedup_index import commit_index, index_parts, part_name, write_index_part
+from storage.dedup_index import DedupIndexError, commit_index, index_parts, part_name, write_index_part
 from storage.fs import exists, join, read_bytes, write_bytes_atomic
 from storage.parts import part_url
 
@@ -157,11 +157,19 @@ def shuffle_partitions(documents: int) -> int:
     return max(1, -(-documents // DOCUMENTS_PER_PARTITION))
 
 
+#: More documents than any index holds (10^12): a larger count in ``_INDEX.json`` is not one Refinery wrote.
+MAX_INDEX_DOCUMENTS = 10**12
+
+
 def _index_documents(minhash: MinHashDedupConfig | None) -> int:
-    """Documents of the earlier job's index this step deduplicates against (its ``_INDEX.json`` says)."""
+    """Documents of the earlier job's index this step deduplicates against (its ``_INDEX.json`` says; the count
+    sizes the step's partitions, so a value that is not a count is refused)."""
     if minhash is None or not minhash.index:
         return 0
-    return int(json.loads(read_bytes(join(minhash.index, "_INDEX.json"), real=True)).get("documents", 0))
+    documents = json.loads(read_bytes(join(minhash.index, "_INDEX.json"), real=True)).get("documents", 0)
+    if not isinstance(documents, int) or isinstance(documents, bool) or not 0 <= documents <= MAX_INDEX_DOCUMENTS:
+        raise DedupIndexError(f"dedup index {minhash.index!r}: _INDEX.json's documents is not a document count")
+    return documents
 
 
 def _ignore(_: object) -> None:
@@ -197,9 +205,11 @@ def _compute_decisions(
     if width <= ONE_TASK_PARTITIONS:
         on_phase(f"{step}: {documents} documents, every shuffle one partition: the step runs as one task")
         workers = list(client.scheduler_info(n_workers=-1)["workers"])
-        worker = warm_up.step_worker(workers) if warm_up is not None else min(workers)
-        task = client.submit(_decide_in_one_task, spec, segment, plans, keys, ONE_TASK_EDGES, pure=False,
-                             workers=[worker], allow_other_workers=True)  # fmt: skip
+        # a place, not a requirement: with no worker at this moment (a cluster scaled to zero, restarting workers)
+        # the task waits for one, as any other
+        place = {"workers": [warm_up.step_worker(workers) if warm_up is not None else min(workers)],
+                 "allow_other_workers": True} if workers else {}  # fmt: skip
+        task = client.submit(_decide_in_one_task, spec, segment, plans, keys, ONE_TASK_EDGES, pure=False, **place)
         if warm_up is not None:
             warm_up.start_on(workers)
         for text in gather_cancellable(client, [task], cancelled, what)[0]:

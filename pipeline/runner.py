@@ -180,7 +180,7 @@ def run_workflow(
             warm_up: WarmUp | None = None
             for k, segment in enumerate(segments):
                 if segment.barrier:
-                    compute_decisions(client, spec, segment, plans, hooks.cancelled, progress.set_phase, warm_up)
+                    _global_step(client, spec, segment, plans, hooks, progress, warm_up)
                 pending = [p for p in plans if p.index not in finished and not segment_done(spec, segment, p)]
                 for plan in plans:  # what a resumed job finished before counts as done
                     if plan not in pending:
@@ -196,6 +196,28 @@ def run_workflow(
         reports = [_report(spec, p) for p in plans]
     manifest = commit_job(spec, reports)
     return JobResult(spec.output.url, manifest, len(finished))
+
+
+def _global_step(
+    client: Client,
+    spec: WorkflowSpec,
+    segment: Segment,
+    plans: list[PartitionPlan],
+    hooks: JobHooks,
+    progress: JobProgress,
+    warm_up: WarmUp | None,
+) -> None:
+    budget = _budget(client)
+    try:
+        compute_decisions(client, spec, segment, plans, hooks.cancelled, progress.set_phase, warm_up)
+    except KilledWorker:
+        step = "+".join(s.stage for s in segment.barrier)
+        raise WorkerDiedError(
+            f"the {step} step was running on a worker that died, most likely out of memory (memory budget per "
+            f"worker: {budget}; the step holds the keys of up to 250,000 documents a task, about 1 GB). Give each "
+            "worker more memory (refinery run --worker-memory, fewer --workers); a rerun to the same output "
+            "location resumes after the segments already done."
+        ) from None
 
 
 def _report(spec: WorkflowSpec, plan: PartitionPlan) -> PartitionReport:

@@ -188,9 +188,17 @@ def guarded(pattern: str, flags: int) -> str:
     admits. Faster where most positions can begin none: a search tries every position, and Python's ``re`` tries
     each alternative of spaCy's suffix and infix rules there (with their look-behinds) before failing; the guard
     fails on one class test. The suffix search took half the time, the infix scan two thirds."""
-    items = _first_chars(list(re_parser.parse(pattern, flags)))
+    tree = re_parser.parse(pattern, flags)
+    if tree.state.flags & ~re.UNICODE != flags & ~re.UNICODE:  # inline global flags ("(?i)") change the match
+        return pattern
+    items = _first_chars(list(tree))
     chars = _char_class(items) if items is not None else None
-    return pattern if chars is None else f"(?={chars})(?:{pattern})"
+    if chars is None:
+        return pattern
+    try:  # a global flag, even one that changes nothing ("(?u)"), must stay at the start: not guarded
+        return re.compile(f"(?={chars})(?:{pattern})", flags).pattern
+    except re.error:
+        return pattern
 
 
 def _first_chars(items: list) -> list | None:
@@ -205,8 +213,8 @@ def _first_chars(items: list) -> list | None:
             return [(op, av)]
         if op in (re_constants.MAX_REPEAT, re_constants.MIN_REPEAT):
             return _first_chars(list(av[2])) if av[0] > 0 else None
-        if op is re_constants.SUBPATTERN:
-            return _first_chars(list(av[-1]))
+        if op is re_constants.SUBPATTERN:  # a group; one with flags of its own ("(?i:x)") is not read
+            return _first_chars(list(av[-1])) if not av[1] and not av[2] else None
         if op is re_constants.BRANCH:
             found = [_first_chars(list(branch)) for branch in av[1]]
             return None if any(f is None for f in found) else [item for f in found for item in f]

@@ -219,6 +219,8 @@ def test_guarded_rules_match_exactly_where_spacys_do() -> None:
         assert not differ, (name, differ[:5])
     assert guarded("(?<=a)b|c+", 0) == "(?=[bc])(?:(?<=a)b|c+)"
     assert guarded("a*b", 0) == "a*b" and guarded(r"\w+", re.UNICODE) == r"\w+"
+    for flagged in ("(?i:x)y", "(?i)xy", "(?u)x|y"):  # inline flags: left as they are
+        assert guarded(flagged, re.UNICODE) == flagged
 
 
 def test_numbers_split_by_arrow_are_split_as_spacy_does() -> None:
