@@ -214,7 +214,7 @@ def _global_step(
         step = "+".join(s.stage for s in segment.barrier)
         raise WorkerDiedError(
             f"the {step} step was running on a worker that died, most likely out of memory (memory budget per "
-            f"worker: {budget}; the step holds the keys of up to 250,000 documents a task, about 1 GB). Give each "
+            f"worker: {budget}; the step holds the keys of up to 125,000 documents a task, about 0.6 GB). Give each "
             "worker more memory (refinery run --worker-memory, fewer --workers); a rerun to the same output "
             "location resumes after the segments already done."
         ) from None
