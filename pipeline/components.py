@@ -40,17 +40,18 @@ def connected_components(
     run: FrameRun, edges: dd.DataFrame, partitions: int, on_round: Callable[[int, float], None] | None = None
 ) -> tuple[dd.DataFrame, Rounds]:
     """``edges`` (columns ``u``, ``v``: int64 node labels) → ``(node, root)`` for every node that is not the
-    smallest of its component, ``root`` being that smallest label, persisted by ``run``; and the rounds'
+    smallest of its component, ``root`` being that smallest label, kept by ``run``; and the rounds'
     cost. ``partitions``: how many partitions each shuffle makes (the edges' memory per task follows it)."""
     rounds = Rounds()
-    current = run.persist(edges[["u", "v"]].map_partitions(_distinct, meta=EDGES_META))
-    rounds.edges = int(run.compute([current.map_partitions(len).sum()])[0])
+    kept = run.keep(edges[["u", "v"]].map_partitions(_distinct, meta=EDGES_META), "components-0")
+    current, rounds.edges = kept.frame, kept.rows
     while True:
         start = time.perf_counter()
         adjacent = current.map_partitions(symmetric, meta=EDGES_META).shuffle("u", npartitions=partitions)
         large = adjacent.map_partitions(large_star_part, meta=EDGES_META)
         down = large.map_partitions(oriented, meta=EDGES_META).shuffle("u", npartitions=partitions)
-        current = run.persist(down.map_partitions(small_star_part, meta=EDGES_META))
+        name = f"components-{len(rounds.seconds) + 1}"
+        current = run.keep(down.map_partitions(small_star_part, meta=EDGES_META), name).frame
         rounds.seconds.append(time.perf_counter() - start)
         if on_round is not None:
             on_round(len(rounds.seconds), rounds.seconds[-1])

@@ -36,7 +36,7 @@ from pipeline.dedup_graph import (
     verified,
 )
 from pipeline.dedup_keys import INDEX_PARTITION_BASE, KeysPart, index_rows
-from pipeline.frame_runs import FrameRun, InThisThread, OnCluster
+from pipeline.frame_runs import FrameRun, InThisThread, Kept, OnCluster
 from pipeline.partition import PartitionPlan
 from pipeline.segments import Segment, SegmentState, barrier_configs, work_url
 from pipeline.waiting import gather_cancellable
@@ -44,7 +44,7 @@ from schemas.spec import WorkflowSpec
 from schemas.stages import MinHashDedupConfig
 from stages.components import components_in_memory
 from storage.dedup_index import DedupIndexError, commit_index, index_parts, part_name, write_index_part
-from storage.fs import exists, join, read_bytes, write_bytes_atomic
+from storage.fs import exists, join, read_bytes, remove_tree, write_bytes_atomic
 from storage.parts import part_url
 
 #: Verified edges one task may cluster (about 100 MB of pairs and labels): above, rounds of shuffles on Dask.
@@ -219,8 +219,12 @@ def _compute_decisions(
         return
     if warm_up is not None:
         warm_up.start_on(client.scheduler_info(n_workers=-1)["workers"])
+    scratch = join(spec.output.url, "_work", f"dedup-{segment.index}")  # frames kept between the step's phases
+    remove_tree(scratch)  # an interrupted run's
     with dask.config.set({"dataframe.shuffle.method": "p2p"}):
-        _decide_in_frames(OnCluster(client, cancelled, what), spec, segment, plans, keys, ONE_TASK_EDGES, on_phase)
+        run = OnCluster(client, scratch, cancelled, what)
+        _decide_in_frames(run, spec, segment, plans, keys, ONE_TASK_EDGES, on_phase)
+    remove_tree(scratch)
 
 
 def _decide_in_one_task(
@@ -267,7 +271,7 @@ def _decide_in_frames(
     on_phase(f"{step}: {stats.candidates} candidate pairs, {stats.edges} verified; clustering")
     on_round = lambda r, t: on_phase(f"{step}: components, round {r} ({t:.1f} s)")  # noqa: E731
     labels = _components(run, graph, width, stats, one_task_edges, on_round)
-    decided = decisions(labels, graph, parts, minhash is not None, width)
+    decided = decisions(run, labels, graph, parts, minhash is not None, width)
     written = decided.shuffle("partition", npartitions=width).map_partitions(
         _write_decisions, spec, segment.index, meta=pd.DataFrame({"partition": pd.Series(dtype="int64")})
     )
@@ -322,25 +326,18 @@ def _verified_graph(
     width: int,
     stats: _GraphStats,
 ) -> dd.DataFrame:
-    """The verified edges, persisted by ``run`` (a row per duplicate pair). The signatures they are verified
-    with are read from the keys files by the join, never held: they are the size of the corpus."""
-    # Each piece is persisted, and done, before the next expression is built (see ``OnCluster.persist``).
-    pieces: list[dd.DataFrame] = []
+    """The verified edges, kept by ``run`` (a row per duplicate pair). The signatures they are verified with are
+    read from the keys files by the join, never held: they are the size of the corpus."""
+    pieces: list[Kept] = []
     if exact:
-        pieces.append(run.persist(exact_candidates(parts, width)))
+        pieces.append(run.keep(exact_candidates(parts, width), "exact-edges"))
+        stats.candidates += pieces[-1].rows
     if minhash is not None:
-        candidates = run.persist(near_candidates(parts, minhash, width))
-        pieces.append(run.persist(verified(candidates, parts, minhash.threshold, width)))
-    graph = run.persist(dd.concat(pieces)) if len(pieces) > 1 else pieces[0]
-    counts = [graph.map_partitions(len).sum()]
-    if minhash is not None:
-        counts.append(candidates.map_partitions(len).sum())
-    if exact:
-        counts.append(graph[graph["kind"] == "exact"].map_partitions(len).sum())
-    got = run.compute(counts)
-    stats.edges = int(got[0])
-    stats.candidates = int(sum(got[1:]))
-    return graph
+        candidates = run.keep(near_candidates(parts, minhash, width), "near-candidates")
+        stats.candidates += candidates.rows
+        pieces.append(run.keep(verified(run, candidates.frame, parts, minhash.threshold, width), "near-edges"))
+    stats.edges = sum(p.rows for p in pieces)
+    return dd.concat([p.frame for p in pieces]) if len(pieces) > 1 else pieces[0].frame
 
 
 def _components(

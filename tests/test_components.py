@@ -80,7 +80,7 @@ def test_rounds_find_scipys_components_on_thousands_of_small_graphs() -> None:
     assert sorted(path.itertuples(index=False, name=None)) == [(1, 0), (2, 0), (3, 0), (4, 0)]
 
 
-def test_rounds_on_a_dask_cluster_find_scipys_components() -> None:
+def test_rounds_on_a_dask_cluster_find_scipys_components(tmp_path: Path) -> None:
     import dask.dataframe as dd
     from distributed import Client
 
@@ -93,7 +93,7 @@ def test_rounds_on_a_dask_cluster_find_scipys_components() -> None:
     u, v = np.concatenate([u, small[0]]), np.concatenate([v, small[1]])
     edges = dd.from_pandas(pd.DataFrame({"u": u, "v": v}), npartitions=6)
     with local_cluster(2) as cluster, Client(cluster) as client:
-        labels, rounds = connected_components(OnCluster(client), edges, 6)
+        labels, rounds = connected_components(OnCluster(client, str(tmp_path)), edges, 6)
         found = labels.compute()
     assert len(found) == found["node"].nunique(), "one centre per node"
     assert dict(zip(found["node"].tolist(), found["root"].tolist(), strict=True)) == scipy_labels(u, v)
@@ -156,7 +156,7 @@ def _count_and_check(labels: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_twenty_million_edges_on_two_workers_under_a_memory_limit() -> None:
+def test_twenty_million_edges_on_two_workers_under_a_memory_limit(tmp_path: Path) -> None:
     """The size is the point: ~20M edges of stars, cliques and chains with known components, on two workers
     of 1.5 GiB each. One task holding the whole graph dies under that limit; the rounds do not, and find every
     component."""
@@ -198,7 +198,7 @@ def test_twenty_million_edges_on_two_workers_under_a_memory_limit() -> None:
         client.restart()  # a fresh cluster under the same limit
         edges = dd.from_pandas(frame, npartitions=64).persist()
         del frame
-        labels, rounds = connected_components(OnCluster(client), edges, 64)
+        labels, rounds = connected_components(OnCluster(client, str(tmp_path)), edges, 64)
         assert rounds.edges >= 20_000_000
         print(f"\n{rounds.edges} edges, {len(rounds.seconds)} rounds: {[round(t, 1) for t in rounds.seconds]} s")
         found = labels.map_partitions(_count_and_check).compute()
