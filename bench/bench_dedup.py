@@ -21,10 +21,10 @@ from distributed import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tokenize import text_mb
-from corpus import corpora, worker_peak_mb
+from corpus import PhasePeaks, corpora
 
 from pipeline.cluster import local_cluster
-from pipeline.runner import run_workflow
+from pipeline.runner import JobHooks, run_workflow
 from schemas.spec import parse_spec
 
 HERE = Path(__file__).resolve().parent
@@ -94,14 +94,17 @@ def refinery_minhash(corpus: Path, out: Path, workers: int) -> dict[str, float]:
         local_cluster(workers) as cluster,  # as `refinery run` starts it
         Client(cluster) as client,
     ):
+        phases = PhasePeaks(client)
         start = time.perf_counter()
-        result = run_workflow(spec, scheduler=cluster.scheduler_address, show_progress=False)
+        hooks = JobHooks(on_progress=phases.on_progress)
+        result = run_workflow(spec, scheduler=cluster.scheduler_address, show_progress=False, hooks=hooks)
         seconds = time.perf_counter() - start
-        peak = worker_peak_mb(client)
+        phases.finish()
     return {
         "seconds": seconds,
         "near_duplicates": result.manifest.funnel.dropped.get("near_duplicate", 0),
-        "peak_rss_mb_per_worker": peak,
+        "peak_rss_mb_per_worker": max(phases.peaks.values()),
+        "peak_rss_mb_per_worker_by_phase": phases.peaks,
     }
 
 

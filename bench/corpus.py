@@ -153,3 +153,30 @@ def _peak_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _peak_mb_then_reset() -> float:
+    """Linux: writing 5 to ``clear_refs`` resets the peak (``VmHWM``) to the current resident set."""
+    peak = _peak_mb()
+    Path("/proc/self/clear_refs").write_text("5")
+    return peak
+
+
+class PhasePeaks:
+    """Each phase's peak RSS per worker (MB, the largest worker's), phases told apart by the text before the
+    first ``:`` of the job's progress (``segment 1 of 2``, ``minhash_dedup``, ...): at each change the workers'
+    peaks are read and reset. Pass ``on_progress`` to ``JobHooks``; call ``finish`` after the job."""
+
+    def __init__(self, client: object) -> None:
+        self.client, self.current, self.peaks = client, "", {}
+
+    def on_progress(self, snapshot: dict) -> None:
+        phase = (snapshot.get("phase") or "").split(":")[0]
+        if phase and phase != self.current:
+            self.finish()
+            self.current = phase
+
+    def finish(self) -> None:
+        peak = max(self.client.run(_peak_mb_then_reset).values())
+        if self.current:
+            self.peaks[self.current] = round(max(peak, self.peaks.get(self.current, 0)))

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import dask
+import pyarrow as pa
 from distributed import Client, LocalCluster, WorkerPlugin
 from tornado.ioloop import PeriodicCallback
 
@@ -141,29 +142,39 @@ def _glibc() -> Any | None:
 
 
 class ReleaseFreedMemory(WorkerPlugin):
-    """Hands the memory glibc holds freed back to the kernel once the worker's resident memory has grown by
-    ``keep_bytes`` since the last time, checked every ``every_ms`` from the worker's event loop (also while a task
-    runs).
+    """Hands the memory a worker's allocators hold freed back to the kernel: after a task whose run left resident
+    memory ``after_task_bytes`` above where the last release left it, and while a task runs once it has grown by
+    ``keep_bytes`` (checked every ``every_ms`` from the worker's event loop).
 
     glibc returns only the top of its heap (and only above ``MALLOC_TRIM_THRESHOLD_``); memory freed below a
     live allocation stays with the process. Over a long job the holes add up: in the dedup step of 4M short
     documents the workers' heaps held 0.6 GB free against 0.1 GB in use, and peak RSS grew with the corpus (1.2,
     1.5, 1.8 GB for 1M, 2M, 4M documents) though every task's data is bounded. ``malloc_trim(0)`` releases the
-    free pages inside the heap too. It runs only after growth (its walk of the heap costs milliseconds), so a
-    batch still reuses the pages of the last one (see ``WORKER_MALLOC``)."""
+    free pages inside the heap too, and Arrow's pool (mimalloc) its free pages, which it otherwise keeps for a
+    second (``MIMALLOC_PURGE_DELAY``). The dedup step's thousands of short tasks each allocate and free up to
+    0.2 GB: without a release between them, a worker started each task on what the last ones left (0.88 GB
+    resident at 4M documents, 0.1 GB of it data) and its peak followed the number of tasks. Within a task a
+    release runs only after growth (a walk of the heap costs milliseconds), so a batch still reuses the pages of
+    the last one (see ``WORKER_MALLOC``)."""
 
     name = "refinery-release-freed-memory"
 
-    def __init__(self, keep_bytes: int = 256 * 2**20, every_ms: int = 200) -> None:
-        self.keep_bytes, self.every_ms = keep_bytes, every_ms
+    def __init__(self, keep_bytes: int = 256 * 2**20, every_ms: int = 200, after_task_bytes: int = 128 * 2**20) -> None:
+        self.keep_bytes, self.every_ms, self.after_task_bytes = keep_bytes, every_ms, after_task_bytes
+        self._release: _Release | None = None
 
     def setup(self, worker: Any) -> None:
         libc = _glibc()
         if libc is None:
             return
-        callback = PeriodicCallback(_Trim(libc, self.keep_bytes), self.every_ms)
+        self._release = _Release(libc)
+        callback = PeriodicCallback(lambda: self._release.above(self.keep_bytes), self.every_ms)
         worker.periodic_callbacks[self.name] = callback
         callback.start()
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if start == "executing" and self._release is not None:  # a task has just ended, however
+            self._release.above(self.after_task_bytes)
 
     def teardown(self, worker: Any) -> None:
         callback = worker.periodic_callbacks.pop(self.name, None)
@@ -176,15 +187,18 @@ def resident_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-class _Trim:
-    """``malloc_trim(0)`` each time resident memory has grown ``keep_bytes`` past where the last one left it."""
+class _Release:
+    """Frees what the allocators hold unused once resident memory is some bytes above the lowest it has been
+    since the last release."""
 
-    def __init__(self, libc: Any, keep_bytes: int) -> None:
-        self.libc, self.keep_bytes, self.floor = libc, keep_bytes, resident_bytes()
+    def __init__(self, libc: Any) -> None:
+        self.libc, self.floor = libc, resident_bytes()
 
-    def __call__(self) -> None:
+    def above(self, grown: int) -> None:
         resident = resident_bytes()
-        if resident > self.floor + self.keep_bytes:
+        if resident > self.floor + grown:
+            pa.default_memory_pool().release_unused()
             self.libc.malloc_trim(0)
             self.floor = resident_bytes()
-        self.floor = min(self.floor, resident)
+        else:
+            self.floor = min(self.floor, resident)

@@ -109,5 +109,7 @@ def _read_partition(url: str, meta: pd.DataFrame) -> pd.DataFrame:
         if isinstance(dtype, pd.ArrowDtype):
             columns[name] = pd.arrays.ArrowExtensionArray(column.cast(dtype.pyarrow_dtype))
         else:
-            columns[name] = pd.Series(column.to_pandas(), dtype=dtype).array
-    return pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows))
+            columns[name] = column.to_pandas()
+    rows = pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows))
+    # pandas infers ``str`` for a column of strings: back to the frame's dtypes (``object`` for the edge kinds)
+    return rows.astype({k: v for k, v in meta.dtypes.items() if not isinstance(v, pd.ArrowDtype)})

@@ -305,3 +305,29 @@ def test_workers_hand_the_memory_their_heap_holds_free_back_to_the_kernel() -> N
         after = next(iter(client.run(resident_bytes).values()))
     assert holes - start > 400 * 2**20  # the holes were resident when the objects were freed
     assert after - start < 100 * 2**20, (start >> 20, holes >> 20, after >> 20)
+
+
+def test_a_task_that_leaves_freed_memory_behind_is_followed_by_a_release() -> None:
+    """The dedup step's short tasks each allocate and free up to 0.2 GB. Below the 256 MiB that makes the
+    periodic check release memory, what one task frees stayed resident and the next started above it: each task
+    that ends 128 MiB above the last release's level is followed by one."""
+    from pipeline.cluster import _glibc, resident_bytes
+    from pipeline.runner import dask_client
+
+    if _glibc() is None:
+        pytest.skip("not glibc")
+
+    def leave_holes() -> tuple[int, int]:
+        start = resident_bytes()
+        blocks = [bytes(1024) + bytes([k % 251]) for k in range(200_000)]
+        survivors = blocks[::64]  # held until the task ends: what it frees is holes below live objects
+        del blocks
+        holes = resident_bytes()
+        assert survivors
+        return start, holes
+
+    with dask_client(None, 1) as client:
+        start, holes = client.submit(leave_holes, pure=False).result()
+        after = next(iter(client.run(resident_bytes).values()))
+    assert 150 * 2**20 < holes - start < 256 * 2**20, "the periodic check alone would not release these"
+    assert after - start < 60 * 2**20, (start >> 20, holes >> 20, after >> 20)
