@@ -141,10 +141,10 @@ def compute_decisions(
 
 
 #: Documents per partition of the step's shuffles: their band rows (14 per document, 16 bytes each) make about
-#: 28 MB, their signatures 56 MB. Measured on 1M and 4M short documents (2 workers, peak RSS per worker):
-#: 250,000 gave 1.08 and 1.51 GB, 125,000 0.91 and 1.08 GB for 7% more time at 4M; 62,500 0.89 GB at 4M for 23%
-#: more. The count depends on the input only, so the step's files are the same on any cluster (and its answers
-#: on any partitioning: every step is a function of sets).
+#: 28 MB, their signatures 56 MB. Measured on 1M and 4M short documents (2 workers, peak RSS per worker, before
+#: the step kept its frames in files): 250,000 gave 1.17 and 1.47 GB, 125,000 0.86 and 1.09 GB for 7% more time at
+#: 4M; 62,500 0.89 GB at 4M for 23% more (see the README). The count depends on the input only, so the step's
+#: files are the same on any cluster (and its answers on any partitioning: every step is a function of sets).
 DOCUMENTS_PER_PARTITION = 125_000
 #: A step whose shuffles make this many partitions runs as one task, its frames computed by Dask's synchronous
 #: scheduler with task-based shuffles: its 300-odd tasks of milliseconds cost 1.0-1.7 s of scheduling on the
