@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -219,12 +220,16 @@ def _compute_decisions(
         return
     if warm_up is not None:
         warm_up.start_on(client.scheduler_info(n_workers=-1)["workers"])
-    scratch = join(spec.output.url, "_work", f"dedup-{segment.index}")  # frames kept between the step's phases
-    remove_tree(scratch)  # an interrupted run's
-    with dask.config.set({"dataframe.shuffle.method": "p2p"}):
-        run = OnCluster(client, scratch, cancelled, what)
-        _decide_in_frames(run, spec, segment, plans, keys, ONE_TASK_EDGES, on_phase)
-    remove_tree(scratch)
+    # The frames kept between the step's phases, in a directory of this run's own: a second run started on the
+    # same output (the CLI locks nothing) must not delete the files this one reads. An interrupted run's stays
+    # until the job commits, which removes all of ``OUT/_work/``.
+    scratch = join(spec.output.url, "_work", f"dedup-{segment.index}-{uuid.uuid4().hex[:12]}")
+    try:
+        with dask.config.set({"dataframe.shuffle.method": "p2p"}):
+            run = OnCluster(client, scratch, cancelled, what)
+            _decide_in_frames(run, spec, segment, plans, keys, ONE_TASK_EDGES, on_phase)
+    finally:
+        remove_tree(scratch)
 
 
 def _decide_in_one_task(

@@ -100,7 +100,9 @@ def _write_partition(rows: pd.DataFrame, where: str, partition_info: dict | None
 
 
 def _read_partition(url: str, meta: pd.DataFrame) -> pd.DataFrame:
-    """A kept partition as a frame of ``meta``'s columns and dtypes (Arrow-backed columns stay one buffer)."""
+    """A kept partition as a frame of ``meta``'s columns and dtypes (Arrow-backed columns stay one buffer). A
+    faithful copy for partitions that hold ``meta``'s dtypes, as Dask requires of them; not for columns of
+    Python objects other than strings (lists, mixed bytes and text), which the step's frames do not have."""
     with open_input(url, real=True) as handle:
         table = pq.read_table(handle, columns=list(meta.columns))
     columns = {}
