@@ -78,7 +78,7 @@ def verified(
     run: FrameRun, candidates: dd.DataFrame, parts: list[KeysPart], threshold: float, partitions: int
 ) -> dd.DataFrame:
     """The candidates whose signatures estimate a Jaccard of at least ``threshold``: each edge meets the
-    signature of one end in a join on that end (kept by ``run``), then the other's.
+    signature of one end in a join on that end (staged by ``run``), then the other's.
 
     Each join reads the signatures from the keys files itself: one frame feeding both shuffles would keep every
     part read for the first until the second had taken it, the size of the corpus in memory. The first join's
@@ -86,7 +86,7 @@ def verified(
     them, so a worker held its share of every candidate with a signature (0.26 GB at 4M short documents)."""
     side_a = frame(parts, "sigs", SIGS_META, partitions).rename(columns={"order": "a", "sig": "sig_a"})
     side_b = frame(parts, "sigs", SIGS_META, partitions).rename(columns={"order": "b", "sig": "sig_b"})
-    joined = run.keep(candidates.merge(side_a, on="a", how="inner", npartitions=partitions), "with-sig-a").frame
+    joined = run.stage(candidates.merge(side_a, on="a", how="inner", npartitions=partitions), "with-sig-a")
     joined = joined.merge(side_b, on="b", how="inner", npartitions=partitions)
     return joined.map_partitions(_similar, threshold, meta=EDGES_META)
 
@@ -108,23 +108,23 @@ def decisions(
     The members meet the kept document's id and signature in one join on ``root``, then their own signature in
     a join on ``node`` (each join reads the keys files itself, see ``verified``); the similarity is computed
     before the last shuffle, so no shuffle carries two signatures a row. Each join's output that feeds another
-    shuffle is kept by ``run`` (see ``verified``)."""
+    shuffle is staged by ``run`` (see ``verified``)."""
     roots = labels[["root"]].drop_duplicates(split_out=partitions)
     members = dd.concat([labels, roots.assign(node=roots["root"])[["node", "root"]]])
     # renamed before the shuffle of drop_duplicates: dask 2026.8 fails to plan a rename right after one
     later = graph.loc[graph["kind"] == "exact", ["b"]].rename(columns={"b": "node"})
     later = later.drop_duplicates(split_out=partitions).assign(exact=True)
-    members = run.keep(members.merge(later, on="node", how="left", npartitions=partitions), "members").frame
+    members = run.stage(members.merge(later, on="node", how="left", npartitions=partitions), "members")
     documents = (
         frame(parts, "documents", DOCUMENTS_META, partitions) if minhash else frame(parts, "ids", IDS_META, partitions)
     )
     kept = documents.rename(columns={"order": "root", "id": "kept_id", "sig": "sig_root"})
     members = members.merge(kept, on="root", how="left", npartitions=partitions)
     if minhash:
-        members = run.keep(members, "members-kept").frame
+        members = run.stage(members, "members-kept")
         own = frame(parts, "sigs", SIGS_META, partitions).rename(columns={"order": "node", "sig": "sig_node"})
         members = members.merge(own, on="node", how="left", npartitions=partitions)
-    return run.keep(members.map_partitions(decision_rows, meta=DECIDED_META), "decided").frame
+    return run.stage(members.map_partitions(decision_rows, meta=DECIDED_META), "decided")
 
 
 def decision_rows(members: pd.DataFrame) -> pd.DataFrame:

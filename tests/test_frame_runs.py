@@ -45,10 +45,14 @@ def test_a_kept_frame_reads_back_the_same_and_leaves_nothing_in_the_workers(tmp_
             assert sum(held.values()) < 64 * 2**10, f"kept data stays in the workers' memory: {held}"
             got = kept.frame.compute().reset_index(drop=True)
             assert kept.frame.npartitions == 4
+            staged = OnCluster(client, str(tmp_path / "scratch")).stage(frame, "staged")  # a join's output
+            pd.testing.assert_frame_equal(staged.compute().reset_index(drop=True), expected)
+            assert len(list((tmp_path / "scratch" / "staged").iterdir())) == 4
         files = sorted(p.name for p in (tmp_path / "scratch" / "edges").iterdir())
         assert files == [f"part-{k:05d}.parquet" for k in range(4)]
         assert kept.rows == len(expected) == 25_001
         pd.testing.assert_frame_equal(got, expected)
+        assert InThisThread().stage(frame, "staged") is frame  # one task holds one partition at a time anyway
         in_thread = InThisThread().keep(frame, "edges")
         assert in_thread.rows == kept.rows
         pd.testing.assert_frame_equal(in_thread.frame.compute(scheduler="sync").reset_index(drop=True), expected)
