@@ -142,9 +142,9 @@ def _glibc() -> Any | None:
 
 
 class ReleaseFreedMemory(WorkerPlugin):
-    """Hands the memory a worker's allocators hold freed back to the kernel: after a task whose run left resident
-    memory ``after_task_bytes`` above where the last release left it, and while a task runs once it has grown by
-    ``keep_bytes`` (checked every ``every_ms`` from the worker's event loop).
+    """Hands the memory a worker's allocators hold freed back to the kernel: after a task that left resident
+    memory ``after_task_bytes`` above the lowest it has been since the last release, and while a task runs once
+    it is ``keep_bytes`` above it (checked every ``every_ms`` from the worker's event loop).
 
     glibc returns only the top of its heap (and only above ``MALLOC_TRIM_THRESHOLD_``); memory freed below a
     live allocation stays with the process. Over a long job the holes add up: in the dedup step of 4M short
