@@ -22,12 +22,12 @@ import dask
 import dask.dataframe as dd
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dask import delayed
 from distributed import Client
 
 from pipeline.waiting import gather_cancellable
-from storage.fs import join, open_input, write_bytes_atomic
+from storage.fs import join
+from storage.parts import read_part, write_part
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,8 @@ def _write_partition(rows: pd.DataFrame, where: str, partition_info: dict | None
     """Runs in the task that computed the partition: its rows to a file, and their count. Uncompressed: the
     file is read once, soon, by the same cluster, and signatures do not compress."""
     assert partition_info is not None, "dask passes each partition's number"
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), sink, compression="none")
-    write_bytes_atomic(_partition_url(where, partition_info["number"]), sink.getvalue().to_pybytes())
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    write_part(_partition_url(where, partition_info["number"]), table, compression="none")
     return pd.Series([len(rows)], dtype="int64")
 
 
@@ -116,8 +115,7 @@ def _read_partition(url: str, meta: pd.DataFrame) -> pd.DataFrame:
     """A kept partition as a frame of ``meta``'s columns and dtypes (Arrow-backed columns stay one buffer). A
     faithful copy for partitions that hold ``meta``'s dtypes, as Dask requires of them; not for columns of
     Python objects other than strings (lists, mixed bytes and text), which the step's frames do not have."""
-    with open_input(url, real=True) as handle:
-        table = pq.read_table(handle, columns=list(meta.columns))
+    table = read_part(url).select(list(meta.columns))
     columns = {}
     for name, dtype in meta.dtypes.items():
         column = table.column(name)

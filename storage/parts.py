@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 from storage.fs import check_real_location, filesystem, join, open_input, write_bytes_atomic
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    """Deterministic Parquet bytes (no timestamps in the metadata), zstd-compressed."""
+def parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
+    """Deterministic Parquet bytes (no timestamps in the metadata), zstd-compressed unless told otherwise."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression=compression)
     return sink.getvalue().to_pybytes()
 
 
@@ -28,8 +28,8 @@ def part_url(directory: str, kind: str, number: int) -> str:
     return join(directory, f"{kind}-{number:05d}.parquet")
 
 
-def write_part(url: str, table: pa.Table) -> None:
-    write_bytes_atomic(url, parquet_bytes(table))
+def write_part(url: str, table: pa.Table, compression: str = "zstd") -> None:
+    write_bytes_atomic(url, parquet_bytes(table, compression))
 
 
 def read_part(url: str) -> pa.Table:
